@@ -24,6 +24,11 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
+
+@app.callback()
+def _root() -> None:
+    """DAE-Talker MLOps: turn minutes of video of one speaker into a talking-face generator."""
+
 # Options shared by every stage that reads a config.
 ProfileOpt = Annotated[
     str, typer.Option("--profile", "-p", help="Named profile: tiny (CPU), base128, paper256.")
