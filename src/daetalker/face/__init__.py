@@ -1,0 +1,1 @@
+"""Face detection (BlazeFace) and landmarks (Face Mesh) on the CPU via LiteRT."""
