@@ -61,7 +61,7 @@ def assets(
     rows = assets_mod.status()
     table = Table(title=f"model assets in {assets_mod.cache_dir()}")
     for col in ("name", "state", "sha256", "source", "path"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         table.add_row(r["name"], r["state"], r["sha256"], r["source"], r["path"])
     Console().print(table)
@@ -79,6 +79,8 @@ def _register_subcommands() -> None:
 
     for mod in (
         # one line per concern; keep sorted
+        "daetalker.pipeline.commands",
+        "daetalker.services.commands",
     ):
         importlib.import_module(mod).register(app)
 

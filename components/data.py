@@ -1,0 +1,25 @@
+"""Components of the data stages: synthetic corpus, DVC versioning."""
+
+from kfp import dsl
+
+from components import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def synth_corpus(ctx: str, minutes: float, seed: int) -> str:
+    """Write the synthetic speaker's clips into the workspace (daetalker synth)."""
+    import json
+
+    from daetalker.pipeline.steps import synth_step
+
+    return json.dumps(synth_step(ctx, minutes, seed))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def version_data(ctx: str, upstream: str) -> str:
+    """dvc add data/ and push it to the configured remote; returns the data hash."""
+    import json
+
+    from daetalker.pipeline.steps import version_step
+
+    return json.dumps(version_step(ctx, upstream))

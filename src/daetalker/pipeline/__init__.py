@@ -1,0 +1,1 @@
+"""Pipeline wiring: run context, steps, local runner, compile."""
