@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from daetalker.errors import DaetalkerError
 
@@ -59,12 +58,10 @@ def assets(
     if fetch:
         assets_mod.fetch()
     rows = assets_mod.status()
-    table = Table(title=f"model assets in {assets_mod.cache_dir()}")
-    for col in ("name", "state", "sha256", "source", "path"):
-        table.add_column(col, overflow="fold")
+    # One line per asset (greppable): name, state, sha256, path, source.
+    typer.echo(f"# model assets in {assets_mod.cache_dir()}")
     for r in rows:
-        table.add_row(r["name"], r["state"], r["sha256"], r["source"], r["path"])
-    Console().print(table)
+        typer.echo(f"{r['name']}\t{r['state']}\t{r['sha256']}\t{r['path']}\t{r['source']}")
     bad = [r for r in rows if r["state"] != "ok"]
     if bad:
         raise DaetalkerError(
