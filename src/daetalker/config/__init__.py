@@ -23,6 +23,7 @@ from daetalker.config.base import (
 )
 from daetalker.config.dae import DAEConfig
 from daetalker.config.preprocess import PreprocessConfig
+from daetalker.config.s2l import S2LConfig
 from daetalker.config.synth import SynthConfig
 from daetalker.errors import ConfigError
 
@@ -35,6 +36,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     dae: DAEConfig = field(default_factory=DAEConfig)
+    s2l: S2LConfig = field(default_factory=S2LConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -86,6 +88,7 @@ __all__ = [
     "Config",
     "DAEConfig",
     "PreprocessConfig",
+    "S2LConfig",
     "SynthConfig",
     "PROFILES",
     "config_from_file",
