@@ -35,3 +35,7 @@ class ServiceError(DaetalkerError):
 
 class CheckpointError(DaetalkerError):
     """A checkpoint is missing, torn or incompatible with the config."""
+
+
+class IntegrityError(DaetalkerError):
+    """A file no longer matches the sha256 recorded for it (altered, truncated or missing)."""

@@ -1,0 +1,73 @@
+"""Logging a bundle as a pyfunc model, and getting a verified bundle back from a model URI.
+
+The model carries its requirements explicitly (no inference: that would load
+the model in a subprocess). ``daetalker`` itself is not on PyPI: serving
+environments get it from the project's image (``components/``), and the
+version that logged the model is in the model's metadata.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import daetalker
+from daetalker.errors import IntegrityError
+from daetalker.registry.bundle import manifest_sha256, verify_bundle
+
+MODEL_NAME = "talker"  # the logged model's name inside its run
+_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyyaml", "soundfile", "scipy", "opencv-python-headless")
+
+
+def pip_requirements() -> list[str]:
+    out = []
+    for dist in _REQUIREMENTS:
+        try:
+            out.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
+def log_bundle(bundle_dir: Path | str, run: Any = None, name: str = MODEL_NAME) -> Any:
+    """Log ``bundle_dir`` (verified first) as a pyfunc model in ``run`` (active run, or its id); returns ModelInfo."""
+    import mlflow
+
+    from daetalker.registry.pyfunc import TalkerModel, signature
+
+    bundle = Path(bundle_dir)
+    manifest = verify_bundle(bundle)
+    digest = manifest_sha256(bundle)
+    run_id = run if isinstance(run, str) else (run.info.run_id if run is not None else None)
+    active = mlflow.active_run()
+    if run_id is not None and (active is None or active.info.run_id != run_id):
+        with mlflow.start_run(run_id=run_id):
+            return log_bundle(bundle, None, name)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=TalkerModel(manifest_sha256=digest),
+        artifacts={"bundle": str(bundle)},
+        signature=signature(),
+        pip_requirements=pip_requirements(),
+        metadata={"bundle_sha256": digest, "daetalker_version": daetalker.__version__, **manifest.meta},
+    )
+
+
+def fetch_bundle(model_uri: str, dst: Path | str | None = None) -> Path:
+    """Download ``model_uri`` (e.g. ``models:/talker-synth@champion``) and return its verified bundle folder.
+
+    For callers that want the files, not the pyfunc wrapper (``daetalker generate``).
+    """
+    import mlflow
+    from mlflow.models import Model
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+    model = Model.load(str(local / "MLmodel"))
+    entry = model.flavors.get("python_function", {}).get("artifacts", {}).get("bundle")
+    expected = (model.metadata or {}).get("bundle_sha256")
+    if not entry or not expected:
+        raise IntegrityError(f"{model_uri}: not a daetalker talker model (no bundle artifact or bundle_sha256 in its MLmodel)")
+    bundle = local / entry["path"]
+    verify_bundle(bundle, expected)
+    return bundle

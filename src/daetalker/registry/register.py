@@ -1,0 +1,167 @@
+"""Registration: a finished training run's bundle becomes a version of ``talker-<speaker>``.
+
+The run (FINISHED, or RUNNING when a pipeline registers from inside it) must have logged the bundle folder as artifact path ``bundle`` and the
+evaluation metrics (or name an evaluation run that did). The version's tags
+carry everything needed to answer "trained on which data and code, scored
+how": git commit, DVC data hash, config hash, profile, pipeline run, evaluation
+run, validation report, the bundle's manifest hash and ``metric.<name>`` for
+each metric. Registering the same run again returns the version it made.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from daetalker.errors import DaetalkerError, ServiceError
+from daetalker.registry.audit import Actor, current_actor
+from daetalker.registry.bundle import manifest_sha256, verify_bundle
+from daetalker.registry.names import GATE_METRICS, INFO_METRICS, METRIC_TAG, RegistryError, model_name
+from daetalker.registry.retry import RetryPolicy, bounded_http, call, is_transient
+
+BUNDLE_ARTIFACT = "bundle"
+# version tag -> run tags it may come from, first found wins
+LINEAGE_SOURCES: dict[str, tuple[str, ...]] = {
+    "git_commit": ("git_commit", "mlflow.source.git.commit"),
+    "git_dirty": ("git_dirty",),
+    "data_hash": ("data_hash", "dvc.data_hash"),
+    "config_hash": ("config_hash",),
+    "pipeline_run_id": ("pipeline_run_id", "daetalker.pipeline_run_id", "mlflow.parentRunId"),
+    "eval_run_id": ("eval_run_id", "daetalker.eval_run_id"),
+    "validation_report": ("validation_report", "daetalker.validation_report"),
+}
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    source_run_id: str
+    tags: dict[str, str]
+    created: bool  # False: this run was registered before, this is that version
+
+
+def _first(tags: Mapping[str, str], keys: tuple[str, ...]) -> str:
+    return next((tags[k] for k in keys if tags.get(k)), "")
+
+
+def version_tags(
+    run: Any, speaker: str, eval_run: Any | None, overrides: Mapping[str, str], bundle_sha: str, actor: Actor,
+) -> dict[str, str]:  # fmt: skip
+    """The tags a new version gets from its training run (and evaluation run)."""
+    tags = {k: _first(run.data.tags, src) or "none" for k, src in LINEAGE_SOURCES.items()}
+    tags.update({k: v for k, v in overrides.items() if v})
+    metrics = dict(run.data.metrics)
+    if eval_run is not None:  # the evaluation's numbers are the ones the gate reads
+        metrics.update(eval_run.data.metrics)
+    tags.update({f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items() if k in (*GATE_METRICS, *INFO_METRICS)})
+    tags.update({
+        "speaker": speaker,
+        "source_run_id": run.info.run_id,
+        "profile": run.data.params.get("profile") or run.data.tags.get("profile", "none"),
+        "bundle_sha256": bundle_sha,
+        "registered_by": actor.name,
+    })  # fmt: skip
+    return tags
+
+
+def register_model(
+    run_id: str,
+    speaker: str,
+    *,
+    eval_run_id: str = "",
+    validation_report: str = "",
+    pipeline_run_id: str = "",
+    actor: Actor | None = None,
+    tracking_uri: str | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+) -> RegisteredVersion:
+    """Register the bundle logged by training run ``run_id`` as a new version of ``talker-<speaker>``.
+
+    The keyword arguments fill lineage the run's tags lack (the pipeline passes
+    its own ids). The bundle is verified before anything is written.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from daetalker.services.mlflow_server import ensure_tracking_uri
+
+    name = model_name(speaker)
+    speaker = name.removeprefix("talker-")
+    actor = actor or current_actor()
+    uri = tracking_uri or ensure_tracking_uri()
+    client = MlflowClient(uri)
+
+    def get_run(rid: str, what: str) -> Any:
+        try:
+            return client.get_run(rid)
+        except MlflowException as e:
+            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise RegistryError(f"no MLflow run {rid!r} ({what}) at {uri} (fix: copy the run id from the MLflow UI)") from None
+            raise
+
+    with bounded_http(policy):
+        run = call("read the training run", lambda: get_run(run_id, "--run"), policy)
+        if run.info.status in ("FAILED", "KILLED"):  # RUNNING is allowed: a pipeline registers from its own run
+            raise RegistryError(f"run {run_id} is {run.info.status}; register a run that completed")
+        found = call(
+            "find versions of this run",
+            lambda: _search_versions(client, f"name = '{name}' and tags.source_run_id = '{run_id}'"),
+            policy,
+        )  # fmt: skip
+        if found:
+            mv = found[0]
+            return RegisteredVersion(name, str(mv.version), run_id, dict(mv.tags), created=False)
+        eval_id = eval_run_id or _first(run.data.tags, LINEAGE_SOURCES["eval_run_id"])
+        eval_run = call("read the evaluation run", lambda: get_run(eval_id, "evaluation"), policy) if eval_id else None
+        listed = call("list the run's bundle", lambda: client.list_artifacts(run_id, BUNDLE_ARTIFACT), policy)
+        if not listed:
+            raise RegistryError(
+                f"run {run_id} has no '{BUNDLE_ARTIFACT}' artifact (fix: log the folder written by write_bundle "
+                f"with mlflow.log_artifacts(folder, '{BUNDLE_ARTIFACT}') in the training run)"
+            )
+        with tempfile.TemporaryDirectory(prefix="daetalker-register-") as tmp:
+            local = Path(call("download the bundle", lambda: client.download_artifacts(run_id, BUNDLE_ARTIFACT, tmp), policy))
+            verify_bundle(local)
+            digest = manifest_sha256(local)
+            overrides = {"eval_run_id": eval_id, "validation_report": validation_report, "pipeline_run_id": pipeline_run_id}
+            tags = version_tags(run, speaker, eval_run, overrides, digest, actor)
+            # Not retried: a half-done log/register is not idempotent; rerunning register is (see `found`).
+            try:
+                mv = _log_and_register(uri, run, name, speaker, local, tags, actor)
+            except DaetalkerError:
+                raise
+            except Exception as e:
+                if is_transient(e):
+                    raise ServiceError(f"MLflow at {uri} failed while registering run {run_id}: {e} (fix: rerun register; it is idempotent)") from e
+                raise
+        call("describe the registered model", lambda: _describe(client, name, speaker), policy)
+    return RegisteredVersion(name, str(mv.version), run_id, tags, created=True)
+
+
+def _log_and_register(uri: str, run: Any, name: str, speaker: str, bundle: Path, tags: dict[str, str], actor: Actor) -> Any:
+    """Log the pyfunc model in a ``register`` run beside the training run, then register it."""
+    import mlflow
+
+    from daetalker.registry.log_model import log_bundle
+    from daetalker.tracking import lineage_tags
+
+    mlflow.set_tracking_uri(uri)
+    run_tags = {**lineage_tags(), "daetalker.step": "register", "daetalker.speaker": speaker,
+                "source_run_id": run.info.run_id, "registered_by": actor.name}  # fmt: skip
+    with mlflow.start_run(experiment_id=run.info.experiment_id, run_name=f"register {name}", tags=run_tags) as reg_run:
+        info = log_bundle(bundle, reg_run)
+        return mlflow.register_model(info.model_uri, name, tags=tags)
+
+
+def _search_versions(client: Any, flt: str) -> list[Any]:
+    return list(client.search_model_versions(flt))
+
+
+def _describe(client: Any, name: str, speaker: str) -> None:
+    client.set_registered_model_tag(name, "speaker", speaker)
+    client.update_registered_model(
+        name, description=f"DAE-Talker for speaker '{speaker}'. @champion is served; history: `daetalker registry history {name}`."
+    )
