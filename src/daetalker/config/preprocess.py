@@ -1,4 +1,5 @@
-"""Config of ingest, face crop, labels and audio features (``daetalker preprocess``)."""
+"""Config of ingest, face crop, labels, audio features and validation
+(``daetalker preprocess`` and ``daetalker validate``)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,54 @@ from dataclasses import dataclass
 
 @dataclass
 class PreprocessConfig:
+    # --- output ---
     resolution: int = 256  # side of the square face crop written for training
     fps: int = 25  # output video rate; frame i covers audio [640 i, 640 (i+1))
     sample_rate: int = 16000
+    # --- audio features ---
     n_mels: int = 80
     win_ms: float = 25.0
     hop_ms: float = 10.0  # 4 mel frames per video frame at 25 fps
-    crop_margin: float = 0.35  # fraction of the union box added on each side
+    n_fft: int = 512
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    target_lufs: float = -23.0  # loudness target (gated RMS level, no K-weighting)
+    max_gain_db: float = 30.0  # quiet clips are raised at most this much
+    silence_dbfs: float = -50.0  # clips whose gated level is below are flagged silent
+    max_audio_gap_s: float = 0.5  # audio may end this much before the video, else quarantine
+    # --- face detection and crop ---
+    detect_max_side: int = 640  # detection pass decodes frames scaled to this longer side
+    label_size: int = 256  # Face Mesh runs on the crop at max(label_size, resolution) px
+    min_face_score: float = 0.5
+    crop_margin: float = 0.45  # face sizes added to the union box on each side (hair, shoulders)
+    crop_lift: float = 0.15  # crop centre moved up by this fraction of the face height (hair)
+    max_head_motion: float = 1.0  # union box may exceed the face by this many face sizes per segment
     min_detection_rate: float = 0.5  # below this a clip (segment) is quarantined
+    min_mesh_presence: float = 0.5  # Face Mesh presence below this: no face in the frame
+    # --- input checks ---
     min_seconds: float = 1.0
     max_file_gb: float = 8.0  # larger inputs are refused before decoding
-    target_lufs: float = -23.0  # loudness normalisation target (approx., RMS based)
-    silence_dbfs: float = -50.0  # clips whose active level is below are flagged silent
+    # --- splits (by source, deterministic) ---
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     split_seed: int = 0
     workers: int = 1
+    # --- validation (daetalker validate) ---
+    min_usable_minutes: float = 5.0  # DAE-Talker trained on 10-12 minutes of one speaker
+    max_abs_yaw: float = 60.0
+    max_abs_pitch: float = 45.0
+    max_abs_roll: float = 45.0
+    max_mouth_open: float = 0.35
+    pose_mostly: float = 0.99  # share of frames that must be inside the pose/mouth ranges
+    min_crop_visible: float = 0.6  # share of the crop box that must lie inside the source frame
+
+    def __post_init__(self) -> None:
+        if self.fps != 25 or self.sample_rate % self.fps:
+            raise ValueError("fps must be 25 with a sample_rate divisible by it (640 samples per frame at 16 kHz)")
+        hop = self.sample_rate * self.hop_ms / 1000
+        if hop != int(hop) or (self.sample_rate // self.fps) % int(hop):
+            raise ValueError(f"hop_ms={self.hop_ms} must divide one video frame into whole hops")
+        if self.resolution < 16 or self.label_size < 64:
+            raise ValueError("need resolution >= 16 and label_size >= 64")
+        if not 0 <= self.val_fraction + self.test_fraction < 1:
+            raise ValueError("val_fraction + test_fraction must be in [0, 1)")
