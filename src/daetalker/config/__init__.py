@@ -25,6 +25,7 @@ from daetalker.config.dae import DAEConfig
 from daetalker.config.preprocess import PreprocessConfig
 from daetalker.config.s2l import S2LConfig
 from daetalker.config.synth import SynthConfig
+from daetalker.config.syncnet import SyncNetConfig
 from daetalker.errors import ConfigError
 
 PROFILES = ("tiny", "base128", "paper256")
@@ -37,6 +38,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     dae: DAEConfig = field(default_factory=DAEConfig)
     s2l: S2LConfig = field(default_factory=S2LConfig)
+    syncnet: SyncNetConfig = field(default_factory=SyncNetConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -89,6 +91,7 @@ __all__ = [
     "DAEConfig",
     "PreprocessConfig",
     "S2LConfig",
+    "SyncNetConfig",
     "SynthConfig",
     "PROFILES",
     "config_from_file",
