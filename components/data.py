@@ -1,4 +1,4 @@
-"""Components of the data stages: synthetic corpus, DVC versioning."""
+"""Components of the data stages: synthetic corpus, preprocessing, validation, DVC."""
 
 from kfp import dsl
 
@@ -13,6 +13,26 @@ def synth_corpus(ctx: str, minutes: float, seed: int) -> str:
     from daetalker.pipeline.steps import synth_step
 
     return json.dumps(synth_step(ctx, minutes, seed))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def preprocess(ctx: str, upstream: str) -> str:
+    """Raw footage -> fixed-crop frames, labels, log-mel (daetalker preprocess)."""
+    import json
+
+    from daetalker.pipeline.steps import preprocess_step
+
+    return json.dumps(preprocess_step(ctx, upstream))
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def validate(ctx: str, upstream: str) -> str:
+    """great-expectations suites; fails the pipeline when the dataset fails (daetalker validate)."""
+    import json
+
+    from daetalker.pipeline.steps import validate_step
+
+    return json.dumps(validate_step(ctx, upstream))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

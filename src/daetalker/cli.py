@@ -7,8 +7,7 @@ Heavy libraries (torch, mlflow, kfp) are imported inside the commands so that
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -27,25 +26,6 @@ console = Console(stderr=True)
 @app.callback()
 def _root() -> None:
     """DAE-Talker MLOps: turn minutes of video of one speaker into a talking-face generator."""
-
-# Options shared by every stage that reads a config.
-ProfileOpt = Annotated[
-    str, typer.Option("--profile", "-p", help="Named profile: tiny (CPU), base128, paper256.")
-]
-ConfigOpt = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="YAML file layered over the profile.")
-]
-SetOpt = Annotated[
-    Optional[list[str]],
-    typer.Option("--set", help="Override one key, e.g. --set dae.lr=2e-4 (repeatable)."),
-]
-
-
-def stage_config(profile: str, config: Optional[Path], overrides: Optional[list[str]]):
-    from daetalker.config import load_config
-
-    return load_config(profile, config, overrides or [])
-
 
 # ---------------------------------------------------------------- assets
 @app.command()
@@ -76,8 +56,15 @@ def _register_subcommands() -> None:
 
     for mod in (
         # one line per concern; keep sorted
+        "daetalker.data.commands",
+        "daetalker.evaluate.commands",
+        "daetalker.generate.commands",
         "daetalker.pipeline.commands",
+        "daetalker.registry.commands",
         "daetalker.services.commands",
+        "daetalker.synth.commands",
+        "daetalker.train.commands",
+        "daetalker.versioning.commands",
     ):
         importlib.import_module(mod).register(app)
 

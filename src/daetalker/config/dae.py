@@ -1,4 +1,8 @@
-"""Config of the diffusion autoencoder and its trainer (method.md section 2)."""
+"""Config of the diffusion autoencoder and its trainer (method.md section 2).
+
+Defaults are the diffae reference at 256 px (DAE-Talker's setting); the
+profiles override sizes. Values the papers do not state are marked (default).
+"""
 
 from __future__ import annotations
 
@@ -7,29 +11,62 @@ from dataclasses import dataclass
 
 @dataclass
 class DAEConfig:
+    # --- model (diffae 256 px reference) ---
     image_size: int = 256
     base_channels: int = 128
-    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)
-    enc_channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4, 4)
-    num_res_blocks: int = 2
-    attn_resolutions: tuple[int, ...] = (16,)
-    latent_dim: int = 512
+    channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)  # decoder UNet, one entry per resolution
+    enc_channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4, 4)  # semantic encoder
+    num_res_blocks: int = 2  # decoder ResBlocks per resolution (the up path has one more)
+    enc_num_res_blocks: int = 2
+    attn_resolutions: tuple[int, ...] = (16,)  # feature-map sides with self-attention
+    attn_heads: int = 1
+    embed_dim: int = 512  # time embedding width (sinusoid(base_channels) -> MLP -> embed_dim)
+    latent_dim: int = 512  # semantic latent z
     dropout: float = 0.1
-    # diffusion
+    # --- diffusion ---
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    # optimisation
+    # eps-MSE weighting: 0 = the paper's plain mean; gamma > 0 = Min-SNR-gamma (default off)
+    min_snr_gamma: float = 0.0
+    # --- optimisation ---
     lr: float = 1e-4
+    warmup_steps: int = 0  # linear LR warm-up (default; diffae used 5000 on long runs)
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
-    batch_size: int = 64
+    # decay_n = min(ema_decay, (1 + n) / (10 + n)): lets short runs use a useful EMA (default off)
+    ema_warmup: bool = False
+    batch_size: int = 64  # global batch, split evenly over DDP ranks
     max_steps: int = 1_000_000
+    # --- bookkeeping ---
     ckpt_every: int = 1000
+    keep_checkpoints: int = 3  # numbered checkpoints kept beside latest.pt
     log_every: int = 100
-    sample_every: int = 5000
+    sample_every: int = 5000  # reconstruction grids (0 = only at the end)
     sample_steps: int = 20  # DDIM steps for logged reconstructions
+    sample_count: int = 8  # held-out frames in each logged grid
+    # --- performance ---
     bf16: bool = True  # autocast where the device supports it
     channels_last: bool = True
+    compile: bool = False  # torch.compile the model (GPU; slow first steps)
     num_workers: int = 2
     seed: int = 0
+    mlflow: bool = True  # log to MLflow when a tracking URI is set
+
+    def __post_init__(self) -> None:
+        n_down = len(self.channel_mult) - 1
+        if self.image_size % (2**n_down):
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by 2**{n_down} "
+                f"(len(channel_mult) - 1 downsamplings)"
+            )
+        if self.image_size % (2 ** (len(self.enc_channel_mult) - 1)):
+            raise ValueError(f"image_size {self.image_size} too small for enc_channel_mult")
+        if self.batch_size < 1 or self.max_steps < 1:
+            raise ValueError("batch_size and max_steps must be >= 1")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise ValueError("need 0 < beta_start < beta_end < 1")
+        if not 1 <= self.sample_steps <= self.timesteps:
+            raise ValueError(f"sample_steps must be in [1, timesteps], got {self.sample_steps}")

@@ -49,3 +49,53 @@ def register(app: typer.Typer) -> None:
         else:
             result = train_syncnet(data, out, cfg.syncnet, logger=NullLogger())
         typer.echo(json.dumps(result_dict(result), indent=2))
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        model: Annotated[str, typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS.")],
+        data: Annotated[Path, typer.Option("--data", help="Preprocessed dataset (manifest.parquet + clips/).")],
+        out: Annotated[Path, typer.Option("--out", help="Output: metrics.json, videos/, report/report.html.")],
+        syncnet_weights: Annotated[Path, typer.Option("--syncnet-weights", help="SyncNet weights for LSE-D/C.")],
+        profile: ProfileOpt = "tiny",
+        config: ConfigOpt = None,
+        set_: SetOpt = None,
+        split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
+        steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: the bundle's).")] = None,
+        max_clips: Annotated[Optional[int], typer.Option("--max-clips", help="Evaluate the first N clips only.")] = None,
+        fid_frames_per_clip: Annotated[
+            Optional[int], typer.Option("--fid-frames-per-clip", help="Cap frames per clip fed to FID (CPU cost).")
+        ] = None,
+        champion_metrics: Annotated[
+            Optional[Path], typer.Option("--champion-metrics", help="metrics.json of the champion, for the report.")
+        ] = None,
+        mlflow: Annotated[
+            Optional[bool],
+            typer.Option("--mlflow/--no-mlflow", help="Log to MLflow; default: only when MLFLOW_TRACKING_URI is set."),
+        ] = None,
+        experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = "daetalker-evaluate",
+    ) -> None:
+        """Generate every clip of a split from its audio and score it against the ground truth.
+
+        Writes OUT/metrics.json (lse_c, lse_d, fid, pose_mae, ... + a ground_truth block and
+        per_clip rows, with the SyncNet hash and encoding) and OUT/report/report.html.
+        """
+        from daetalker.config import load_config
+        from daetalker.evaluate.evaluate import evaluate_model
+
+        cfg = load_config(profile, config, set_ or [])
+        champion = json.loads(champion_metrics.read_text()) if champion_metrics else None
+        if isinstance(champion, dict):  # a whole metrics.json: keep the flat numbers
+            champion = {k: v for k, v in champion.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        kwargs = dict(syncnet_weights=syncnet_weights, cfg=cfg, split=split, steps=steps, champion_metrics=champion,
+                      max_clips=max_clips, fid_frames_per_clip=fid_frames_per_clip)
+        if _mlflow_wanted(mlflow, True):
+            from daetalker import tracking
+
+            with tracking.start_run(experiment, "evaluate", config=cfg, data_dvc=_data_dvc(data),
+                                    tags={"daetalker.step": "evaluate", "model": model, "data_dir": str(data)}):
+                result = evaluate_model(model, data, out, **kwargs)
+        else:
+            result = evaluate_model(model, data, out, **kwargs)
+        flat = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
+        typer.echo(json.dumps({**flat, "metrics": str(result.metrics_path), "report": str(result.report_path)},
+                              indent=2))

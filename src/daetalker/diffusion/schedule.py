@@ -1,0 +1,72 @@
+"""Gaussian diffusion maths: the noise schedule, forward noising and the training loss.
+
+Pure functions over tensors, no model state (like diffusers' schedulers). The
+schedule is kept in float64 and cast at use, so long products stay exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class NoiseSchedule:
+    betas: torch.Tensor  # (T,) float64
+    alphas_cumprod: torch.Tensor  # (T,) float64, alpha_bar_t = prod_{s<=t} (1 - beta_s)
+
+    @property
+    def num_timesteps(self) -> int:
+        return self.betas.shape[0]
+
+    def alpha_bar(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """alpha_bar at integer timesteps t (B,), shaped (B, 1, 1, 1) in ``like``'s dtype/device."""
+        a = self.alphas_cumprod.to(t.device)[t]
+        return a.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.ndim - 1)))
+
+
+def linear_schedule(timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> NoiseSchedule:
+    """DDPM's linear betas (Ho et al. 2020; method.md section 2: T=1000, 1e-4 .. 0.02)."""
+    betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    return NoiseSchedule(betas=betas, alphas_cumprod=torch.cumprod(1.0 - betas, dim=0))
+
+
+def q_sample(schedule: NoiseSchedule, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """x_t = sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise; x0, noise (B, ...), t (B,)."""
+    assert x0.shape == noise.shape and t.shape == (x0.shape[0],)
+    a = schedule.alpha_bar(t, x0)
+    return a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+
+
+def sample_timesteps(schedule: NoiseSchedule, n: int, generator: torch.Generator) -> torch.Tensor:
+    """Uniform t in [0, T) (diffae's uniform sampler), drawn on the generator's device."""
+    return torch.randint(0, schedule.num_timesteps, (n,), generator=generator, device=generator.device)
+
+
+def eps_loss(eps_pred: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """The simple DDPM objective: MSE between predicted and true noise, mean over everything.
+
+    ``weights`` (B,) rescales each sample's MSE (e.g. ``min_snr_weights``); None is the plain mean.
+    """
+    if weights is None:
+        return F.mse_loss(eps_pred.float(), noise.float())
+    per_sample = (eps_pred.float() - noise.float()).pow(2).flatten(1).mean(1)
+    return (weights.float() * per_sample).mean()
+
+
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma weights for eps-prediction, min(SNR, gamma) / SNR (Hang et al., ICCV 2023).
+
+    1 wherever SNR <= gamma; below 1 at the nearly clean, easy timesteps that otherwise
+    dominate the gradient, so training spends itself on the noisy ones where z matters.
+    """
+    a = schedule.alphas_cumprod.to(t.device)[t]
+    snr = a / (1.0 - a)
+    return (snr.clamp(max=gamma) / snr).float()
+
+
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """Invert q_sample for x0 given the noise estimate (alpha_bar broadcastable to x_t)."""
+    return (x_t - (1.0 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()

@@ -1,0 +1,131 @@
+"""The talker a generation runs: a verified bundle folder or a registered ``models:/NAME@ALIAS``.
+
+Also writes bundles: :func:`bundle_from_training` (``daetalker bundle``: DAE and
+s2l checkpoints + latent statistics) and :func:`make_test_bundle` (tiny random
+weights, for tests and speed benchmarks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from daetalker.config import Config, load_config
+from daetalker.config.base import from_dict, load_yaml
+from daetalker.config.dae import DAEConfig
+from daetalker.errors import DaetalkerError
+from daetalker.features import LogMelExtractor
+from daetalker.models import DiffusionAutoencoder
+from daetalker.models.speech2latent import Speech2Latent
+from daetalker.registry import bundle as bundle_io
+from daetalker.train import checkpoint as ckpt_io
+from daetalker.train.dae_trainer import load_dae
+from daetalker.train.latents import load_latent_stats
+from daetalker.train.s2l_trainer import build_s2l, load_s2l
+
+
+@dataclass
+class Talker:
+    dae: DiffusionAutoencoder
+    dae_cfg: DAEConfig
+    s2l: Speech2Latent
+    latent_mean: torch.Tensor  # (D,)
+    latent_std: torch.Tensor  # (D,)
+    config: Config
+    source: str
+
+
+def resolve_bundle(source: str | Path, work_dir: Path) -> Path:
+    """A local bundle folder (verified) for a folder path or a ``models:/NAME@ALIAS`` URI."""
+    text = str(source)
+    if text.startswith("models:/"):
+        from daetalker.registry.log_model import fetch_bundle
+
+        try:
+            return fetch_bundle(text, work_dir / "model")
+        except DaetalkerError:
+            raise
+        except Exception as e:  # MlflowException: unknown name/alias, no server
+            raise DaetalkerError(
+                f"--model {text}: cannot fetch it from the MLflow registry ({str(e).splitlines()[0][:200]}) "
+                "(fix: check the name and alias with `daetalker registry` commands and MLFLOW_TRACKING_URI)"
+            ) from e
+    path = Path(text)
+    if not path.is_dir():
+        raise DaetalkerError(f"--model {path}: no such bundle folder (fix: pass a folder written by "
+                             "`daetalker bundle` or a models:/NAME@ALIAS URI)")  # fmt: skip
+    bundle_io.verify_bundle(path)
+    return path
+
+
+def load_talker(bundle_dir: Path, device: torch.device, source: str = "") -> Talker:
+    bundle_dir = Path(bundle_dir)
+    dae, dae_cfg = load_dae(bundle_dir / bundle_io.DAE, device)
+    s2l, _, dims = load_s2l(bundle_dir / bundle_io.S2L, device)
+    if dims["latent_dim"] != dae_cfg.latent_dim:
+        raise DaetalkerError(f"{bundle_dir}: s2l predicts {dims['latent_dim']}-d latents, the DAE takes "
+                             f"{dae_cfg.latent_dim} (fix: bundle an s2l trained on this DAE's latents)")  # fmt: skip
+    mean, std = load_latent_stats(bundle_dir)
+    config = from_dict(Config, load_yaml(bundle_dir / bundle_io.CONFIG))
+    as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
+    return Talker(dae, dae_cfg, s2l, as_t(mean), as_t(std), config, source or str(bundle_dir))
+
+
+def bundle_from_training(dae_ckpt: Path, s2l_ckpt: Path, latents_dir: Path, out: Path,
+                         meta: dict[str, Any] | None = None) -> Path:
+    """Write a registry bundle from a DAE checkpoint, an s2l checkpoint and extract-latents' folder."""
+    state = ckpt_io.load_checkpoint(Path(s2l_ckpt))
+    if "s2l_config" not in state:
+        raise DaetalkerError(f"{s2l_ckpt}: not a speech2latent checkpoint (fix: pass OUT/checkpoints/latest.pt of "
+                             "`daetalker train-s2l`)")  # fmt: skip
+    stats = Path(latents_dir) / "latent_stats.npz"
+    meta = {"s2l_step": state["step"], "dae_checkpoint_sha256": ckpt_io.verify(Path(dae_ckpt))["sha256"], **(meta or {})}
+    return bundle_io.write_bundle(out, dae=dae_ckpt, s2l=s2l_ckpt, latent_stats=stats, config=state["config"], meta=meta)
+
+
+TEST_OVERRIDES = (
+    "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]", "dae.enc_channel_mult=[1,2]",
+    "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]", "dae.embed_dim=32",
+    "dae.latent_dim=16", "dae.sample_steps=4", "dae.bf16=false",
+    "s2l.d_model=32", "s2l.heads=2", "s2l.ffn_dim=32", "s2l.conv_kernel=3", "s2l.blocks_before=1",
+    "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
+    "s2l.bf16=false",
+)
+
+
+@torch.no_grad()
+def fill_zero_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
+    """Random weights for zero-initialised layers (UNet out convs): else z would not change a random model's output."""
+    for p in model.parameters():
+        if p.ndim > 1 and not p.any():
+            p.normal_(0.0, std)
+    return model
+
+
+def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny", overrides: tuple[str, ...] | None = None,
+                     seed: int = 0) -> Path:
+    """A loadable bundle with random weights: a micro DAE (16 px) and s2l by default, or any profile's sizes."""
+    import tempfile
+
+    cfg = load_config(profile, None, TEST_OVERRIDES if overrides is None else overrides)
+    torch.manual_seed(seed)
+    dae = fill_zero_init(DiffusionAutoencoder.from_config(cfg.dae))
+    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame
+    dims = {"feature_dim": cfg.preprocess.n_mels, "frames_per_video_frame": k, "latent_dim": cfg.dae.latent_dim}
+    s2l = build_s2l(cfg.s2l, dims)
+    s2l.set_stats(feature_mean=torch.full((dims["feature_dim"],), -6.0), feature_std=torch.full((dims["feature_dim"],), 3.0),
+                  pose_std=torch.full((3,), 5.0))  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dae_path = ckpt_io.save_checkpoint({"step": 0, "ema": {"model": dae.state_dict()},
+                                            "dae_config": cfg.to_dict()["dae"]}, tmp / "dae", 0)  # fmt: skip
+        s2l_path = ckpt_io.save_checkpoint({"step": 0, "model": s2l.state_dict(), "dims": dims, "config": cfg.to_dict(),
+                                            "s2l_config": cfg.to_dict()["s2l"]}, tmp / "s2l", 0)  # fmt: skip
+        (tmp / "lat").mkdir()
+        np.savez(tmp / "lat" / "latent_stats.npz", mean=np.zeros(dims["latent_dim"], np.float32),
+                 std=np.ones(dims["latent_dim"], np.float32))  # fmt: skip
+        return bundle_from_training(dae_path, s2l_path, tmp / "lat", Path(out_dir), meta={"test_bundle": "random"})

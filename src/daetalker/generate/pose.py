@@ -1,0 +1,91 @@
+"""Where the head pose of a generated video comes from (method.md section 4, pose adaptor).
+
+``--pose`` takes one of:
+
+- ``predicted`` (default): speech2latent's own pose predictor;
+- ``constant:Y,P,R``: a fixed yaw, pitch, roll in degrees for every frame;
+- ``reference:PATH``: the poses of a preprocessed clip (its folder, or its
+  ``labels.parquet``); frames without a face are interpolated, and the sequence
+  is played forward and backward as often as needed to cover the audio;
+- ``FILE.csv``: a scripted curve with columns yaw, pitch, roll and exactly one
+  row per output frame (25 fps).
+
+Returns None for ``predicted``, else a float32 (n_frames, 3) array in degrees.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from daetalker.errors import DaetalkerError, InputMediaError
+
+COLUMNS = ("yaw", "pitch", "roll")
+FIX = "use predicted, constant:YAW,PITCH,ROLL, reference:CLIP_DIR_OR_LABELS.parquet or a .csv with yaw,pitch,roll"
+
+
+def resolve_pose(spec: str | None, n_frames: int) -> np.ndarray | None:
+    spec = (spec or "predicted").strip()
+    if spec == "predicted":
+        return None
+    if spec.startswith("constant:"):
+        try:
+            values = [float(v) for v in spec.removeprefix("constant:").split(",")]
+        except ValueError:
+            values = []
+        if len(values) != 3 or not np.all(np.isfinite(values)):
+            raise DaetalkerError(f"--pose {spec!r}: constant needs three finite numbers, e.g. constant:0,5,0")
+        return np.tile(np.asarray(values, np.float32), (n_frames, 1))
+    if spec.startswith("reference:"):
+        return _reference(Path(spec.removeprefix("reference:")), n_frames)
+    if spec.endswith(".csv"):
+        return _csv(Path(spec), n_frames)
+    raise DaetalkerError(f"--pose {spec!r}: unknown pose source (fix: {FIX})")
+
+
+def _columns(df, path: Path) -> np.ndarray:
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise InputMediaError(path, "bad_pose_file", f"lacks column(s) {missing}", "give columns yaw,pitch,roll")
+    return df[list(COLUMNS)].to_numpy(np.float64)
+
+
+def _csv(path: Path, n_frames: int) -> np.ndarray:
+    import pandas as pd
+
+    if not path.is_file():
+        raise InputMediaError(path, "not_found", "no such pose file", FIX)
+    try:
+        pose = _columns(pd.read_csv(path), path)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise InputMediaError(path, "bad_pose_file", f"not a readable CSV ({e})", "write yaw,pitch,roll columns") from e
+    if len(pose) != n_frames:
+        raise InputMediaError(path, "pose_length", f"{len(pose)} rows for {n_frames} frames of audio",
+                              f"give exactly one row per 25 fps frame ({n_frames} rows)")  # fmt: skip
+    bad = np.flatnonzero(~np.isfinite(pose).all(1))
+    if len(bad):
+        raise InputMediaError(path, "pose_not_finite", f"NaN/inf in {len(bad)} row(s), first at row {bad[0]}",
+                              "fill every row with finite degrees")  # fmt: skip
+    return pose.astype(np.float32)
+
+
+def _reference(path: Path, n_frames: int) -> np.ndarray:
+    import pandas as pd
+
+    labels = path / "labels.parquet" if path.is_dir() else path
+    if not labels.is_file():
+        raise InputMediaError(labels, "not_found", "no labels.parquet for the reference pose",
+                              "point reference: at a preprocessed clip folder DATA/clips/<id>")  # fmt: skip
+    df = pd.read_parquet(labels)
+    pose = _columns(df, labels)
+    found = np.isfinite(pose).all(1)
+    if "face_found" in df.columns:
+        found &= df["face_found"].to_numpy(bool)
+    if not found.any():
+        raise InputMediaError(labels, "no_pose", "no frame with a face pose", "pick a clip that shows the face")
+    idx = np.arange(len(pose))
+    pose = np.stack([np.interp(idx, idx[found], pose[found, j]) for j in range(3)], 1)
+    cycle = np.concatenate([pose, pose[-2:0:-1]]) if len(pose) > 2 else pose  # forward, then backward
+    reps = -(-n_frames // len(cycle))
+    return np.tile(cycle, (reps, 1))[:n_frames].astype(np.float32)

@@ -1,0 +1,347 @@
+"""Train the diffusion autoencoder (method.md section 2): a plain loop, top to bottom.
+
+One step: frames x0 -> uniform t and Gaussian noise -> x_t = q_sample(x0) ->
+eps = UNet(x_t, t, Encoder(x0)) -> MSE(eps, noise) -> Adam with grad-norm
+clipping -> EMA of every weight. The t and noise of the whole global batch are
+drawn from one seeded generator on every rank and sliced per rank, so a
+torchrun run sees the same batches as one process. Checkpoints carry
+everything a bit-exact resume needs (weights, EMA, optimiser, RNG states; the
+data position is the step, see ``ResumableShardedSampler``).
+
+Output folder: ``checkpoints/`` (step_*.pt, latest.pt), ``config.yaml``,
+``metrics.jsonl`` (one line per log step), ``samples/step_*.png`` (input |
+random-noise decode | inverted decode), ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from daetalker.config import Config
+from daetalker.config.base import from_dict
+from daetalker.config.dae import DAEConfig
+from daetalker.diffusion import NoiseSchedule, eps_loss, linear_schedule, min_snr_weights, q_sample
+from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
+from daetalker.models import DiffusionAutoencoder, count_parameters
+from daetalker.train import checkpoint as ckpt_io
+from daetalker.train.distributed import DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown
+from daetalker.train.ema import EMA
+from daetalker.train.frames_dataset import FramesDataset
+from daetalker.train.loop import (
+    NullLogger,
+    Throughput,
+    TrainLogger,
+    autocast,
+    default_logger,
+    rng_state,
+    set_rng_state,
+    warmup_lr,
+)
+from daetalker.train.reconstruction import psnr, recon_grid, reconstruct
+from daetalker.train.sampler import ResumableShardedSampler
+
+log = logging.getLogger(__name__)
+
+# Fields that fix the network's shape: a checkpoint only resumes into the same ones.
+ARCH_FIELDS = (
+    "image_size", "base_channels", "channel_mult", "enc_channel_mult", "num_res_blocks",
+    "enc_num_res_blocks", "attn_resolutions", "attn_heads", "embed_dim", "latent_dim",
+)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path  # checkpoints/latest.pt
+    final_step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def dae_config_from_checkpoint(state: dict[str, Any]) -> DAEConfig:
+    return from_dict(DAEConfig, state["dae_config"])
+
+
+def load_dae(path: Path, device: str | torch.device = "cpu") -> tuple[DiffusionAutoencoder, DAEConfig]:
+    """The EMA autoencoder of a verified checkpoint, in eval mode (sampling and extraction use EMA)."""
+    state = ckpt_io.load_checkpoint(Path(path))
+    cfg = dae_config_from_checkpoint(state)
+    model = DiffusionAutoencoder.from_config(cfg)
+    model.load_state_dict(state["ema"]["model"])
+    return model.to(device).eval().requires_grad_(False), cfg
+
+
+@dataclass
+class _State:
+    """Everything that a step changes and a checkpoint must restore."""
+
+    model: DiffusionAutoencoder
+    ema: EMA
+    opt: torch.optim.Optimizer
+    noise_gen: torch.Generator  # t and noise of every step
+    step: int = 0
+
+
+def _build(dcfg: DAEConfig, dev: torch.device) -> _State:
+    torch.manual_seed(dcfg.seed)  # the same initial weights on every rank
+    model = DiffusionAutoencoder.from_config(dcfg).to(dev)
+    if dcfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ema = EMA(model, decay=dcfg.ema_decay, warmup=dcfg.ema_warmup)
+    opt = torch.optim.Adam(model.parameters(), lr=dcfg.lr, weight_decay=0.0, fused=dev.type == "cuda")
+    return _State(model, ema, opt, torch.Generator(device=dev).manual_seed(dcfg.seed + 1))
+
+
+def _checkpoint(st: _State, cfg: Config, dev: torch.device, world_size: int) -> dict[str, Any]:
+    return {
+        "step": st.step,
+        "model": st.model.state_dict(),
+        "ema": st.ema.state_dict(),
+        "optimizer": st.opt.state_dict(),
+        "rng": rng_state(dev),
+        "noise_rng": st.noise_gen.get_state(),
+        "data_position": {"global_samples": st.step * cfg.dae.batch_size, "seed": cfg.dae.seed},
+        "dae_config": cfg.to_dict()["dae"],
+        "config": cfg.to_dict(),
+        "world_size": world_size,
+    }
+
+
+def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path) -> None:
+    saved, now = state["dae_config"], cfg.__dict__
+    diff = [k for k in ARCH_FIELDS if list(np.atleast_1d(saved[k])) != list(np.atleast_1d(now[k]))]
+    if diff:
+        raise CheckpointError(
+            f"{path}: model shape differs from the config in {diff}; resume with the config it was "
+            f"trained with or start a new --out folder"
+        )
+    if saved["batch_size"] != cfg.batch_size:
+        raise CheckpointError(f"{path}: batch_size {saved['batch_size']} -> {cfg.batch_size} breaks the data position")
+
+
+def _restore(st: _State, ckpt_dir: Path, resume: bool, dcfg: DAEConfig, info: DistInfo) -> None:
+    """Rank 0 picks the newest intact checkpoint (torn ones are skipped); every rank loads that one."""
+    chosen = None
+    if info.is_main:
+        if resume:
+            found = ckpt_io.load_latest(ckpt_dir)
+            chosen = str(found[0]) if found else None
+            if chosen is None:
+                log.info("no intact checkpoint in %s: starting from step 0", ckpt_dir)
+        elif ckpt_io.checkpoint_candidates(ckpt_dir):
+            raise CheckpointError(f"{ckpt_dir}: holds checkpoints; pass --resume or choose a new --out")
+    chosen = broadcast_object(chosen, info)
+    if chosen is None:
+        return
+    state = ckpt_io.load_checkpoint(Path(chosen))  # to CPU: RNG states must stay CPU tensors
+    _check_resumable(state, dcfg, Path(chosen))
+    st.model.load_state_dict(state["model"])
+    st.ema.load_state_dict(state["ema"])
+    st.opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"], info.device)
+    st.noise_gen.set_state(state["noise_rng"])
+    st.step = int(state["step"])
+    log.info("resumed from %s at step %d", chosen, st.step)
+
+
+def _batches(data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int) -> Iterator[torch.Tensor]:
+    """This rank's endless stream of (B/W, 3, R, R) batches, positioned at ``start_step``."""
+    per_rank = dcfg.batch_size // info.world_size
+    dataset = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size)
+    sampler = ResumableShardedSampler(
+        len(dataset), rank=info.rank, world_size=info.world_size, seed=dcfg.seed, start=start_step * per_rank
+    )
+    loader = DataLoader(
+        dataset, batch_size=per_rank, sampler=sampler, num_workers=dcfg.num_workers,
+        pin_memory=info.device.type == "cuda", drop_last=True, persistent_workers=dcfg.num_workers > 0,
+        # its own generator: creating the iterator must not draw from the global RNG (dropout),
+        # or a resumed run's dropout masks would shift by one draw
+        generator=torch.Generator().manual_seed(dcfg.seed),
+    )
+    yield from loader  # the sampler never ends
+
+
+def _step(
+    st: _State, forward: Any, x0: torch.Tensor, sched: NoiseSchedule, dcfg: DAEConfig, info: DistInfo
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """One optimisation step on this rank's x0 (B/W, 3, R, R); returns (loss, grad norm, lr)."""
+    dev, per_rank = info.device, x0.shape[0]
+    # The whole global batch's t and noise, identical on every rank; this rank takes its slice.
+    t_all = torch.randint(0, dcfg.timesteps, (dcfg.batch_size,), generator=st.noise_gen, device=dev)
+    noise_all = torch.randn((dcfg.batch_size, *x0.shape[1:]), generator=st.noise_gen, device=dev)
+    rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+    t, noise = t_all[rows], noise_all[rows]
+    x_t = q_sample(sched, x0, t, noise)
+    if dcfg.channels_last:
+        x0, x_t = (v.contiguous(memory_format=torch.channels_last) for v in (x0, x_t))
+
+    lr = warmup_lr(st.step, dcfg.lr, dcfg.warmup_steps)
+    for group in st.opt.param_groups:
+        group["lr"] = lr
+    with autocast(dev, dcfg.bf16):
+        eps = forward(x0, x_t, t)
+    weights = min_snr_weights(sched, t, dcfg.min_snr_gamma) if dcfg.min_snr_gamma > 0 else None
+    loss = eps_loss(eps, noise, weights)
+    st.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), dcfg.grad_clip)
+    st.opt.step()
+    st.ema.update(st.model)
+    st.step += 1
+    return loss.detach(), grad_norm, lr
+
+
+def train_dae(
+    data_dir: Path,
+    out_dir: Path,
+    cfg: Config,
+    resume: bool = False,
+    *,
+    logger: TrainLogger | None = None,
+    device: str | None = None,
+) -> TrainResult:
+    """Train (or, with ``resume``, continue) the DAE on ``data_dir``'s training frames.
+
+    Under torchrun every rank calls this; rank 0 alone writes files and logs.
+    ``logger`` defaults to the active MLflow run if there is one, else nothing.
+    """
+    info = init_distributed(device)
+    try:
+        return _train(Path(data_dir), Path(out_dir), cfg, resume, info, logger)
+    finally:
+        teardown(info)
+
+
+def _train(
+    data_dir: Path, out_dir: Path, cfg: Config, resume: bool, info: DistInfo, logger: TrainLogger | None
+) -> TrainResult:
+    dcfg, dev = cfg.dae, info.device
+    if dcfg.batch_size % info.world_size:
+        raise ConfigError(f"dae.batch_size {dcfg.batch_size} must divide by the {info.world_size} ranks")
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+    logger = (logger or default_logger()) if info.is_main else NullLogger()
+    ckpt_dir = out_dir / "checkpoints"
+
+    st = _build(dcfg, dev)
+    _restore(st, ckpt_dir, resume, dcfg, info)
+    forward: Any = st.model
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(st.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if dcfg.compile:
+        forward = torch.compile(forward)
+    sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
+    batches = _batches(data_dir, dcfg, info, st.step)
+
+    metrics_file, held_out = None, None
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "config.yaml")
+        metrics_file = _MetricsFile(out_dir / "metrics.jsonl", st.step)
+        held_out = _held_out_batch(data_dir, dcfg)
+        logger.log_metrics(st.step, {"params_total": count_parameters(st.model)})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=dcfg.max_steps, initial=st.step, disable=not info.is_main, desc="train-dae",
+               mininterval=2.0, dynamic_ncols=True)
+    meter, loss_sum, window = Throughput(dev), torch.zeros((), device=dev), 0
+    last: dict[str, float] = {}
+    t_begin = time.perf_counter()
+    st.model.train()
+    while st.step < dcfg.max_steps:
+        x0 = next(batches).to(dev, non_blocking=True)
+        loss, grad_norm, lr = _step(st, forward, x0, sched, dcfg, info)
+        loss_sum += loss
+        window += 1
+        meter.add(dcfg.batch_size)
+        bar.update(1)
+        done, final = st.step, st.step == dcfg.max_steps
+
+        if done % dcfg.log_every == 0 or final:
+            # all ranks take part in the mean; only rank 0 writes it
+            last = {"loss": float(all_mean(loss_sum / window, info)), "lr": lr, "grad_norm": float(grad_norm),
+                    "images_per_s": meter.rate()}
+            loss_sum.zero_()
+            window = 0
+            if info.is_main:
+                logger.log_metrics(done, last)
+                metrics_file.write(done, last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+
+        if info.is_main and (final or (dcfg.sample_every > 0 and done % dcfg.sample_every == 0)):
+            recon = _log_reconstructions(st.ema.model, held_out, dcfg, done, out_dir, logger)
+            last.update(recon)
+            metrics_file.write(done, recon)
+
+        if done % dcfg.ckpt_every == 0 or final:
+            if info.is_main:
+                ckpt_io.save_checkpoint(_checkpoint(st, cfg, dev, info.world_size), ckpt_dir, done,
+                                        keep=dcfg.keep_checkpoints)
+            barrier(info)
+    bar.close()
+
+    last["train_seconds"] = time.perf_counter() - t_begin
+    result = TrainResult(checkpoint=ckpt_dir / ckpt_io.LATEST, final_step=st.step, metrics=last)
+    if info.is_main:
+        summary = {"checkpoint": str(result.checkpoint), "final_step": st.step, "metrics": last}
+        (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def _held_out_batch(data_dir: Path, cfg: DAEConfig) -> torch.Tensor:
+    """A fixed set of frames for reconstruction grids: held-out frames if there are any."""
+    try:
+        ds = FramesDataset(data_dir, splits=("val", "test"), image_size=cfg.image_size)
+    except DaetalkerError:  # no held-out split (tiny fake datasets): use training frames
+        ds = FramesDataset(data_dir, splits=None, image_size=cfg.image_size)
+    idx = np.linspace(0, len(ds) - 1, min(cfg.sample_count, len(ds))).round().astype(int)
+    return torch.stack([ds[int(i)] for i in idx])
+
+
+def _log_reconstructions(
+    ema_model: DiffusionAutoencoder, x0: torch.Tensor, dcfg: DAEConfig, step: int, out_dir: Path,
+    logger: TrainLogger,
+) -> dict[str, float]:
+    sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
+    noise_dec, inv_dec = reconstruct(ema_model, x0, dcfg.sample_steps, sched, seed=dcfg.seed, bf16=dcfg.bf16)
+    metrics = {
+        "psnr_noise_decode": float(psnr(noise_dec.cpu(), x0).mean()),
+        "psnr_inverted_decode": float(psnr(inv_dec.cpu(), x0).mean()),
+    }
+    grid = recon_grid(x0, noise_dec, inv_dec)
+    _write_png(out_dir / "samples" / f"step_{step:08d}.png", grid)
+    logger.log_image(step, "reconstructions", grid)
+    logger.log_metrics(step, metrics)
+    return metrics
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image[..., ::-1])
+
+
+class _MetricsFile:
+    """metrics.jsonl beside the checkpoints; on resume, lines past the resumed step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int) -> None:
+        self.path = path
+        keep = []
+        if resume_step > 0 and path.is_file():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+        path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write(self, step: int, metrics: dict[str, float]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")

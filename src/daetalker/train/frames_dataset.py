@@ -1,0 +1,111 @@
+"""Frames of a preprocessed dataset as training images, read from memory-mapped arrays.
+
+Layout (written by ``daetalker preprocess``): ``DATA/manifest.parquet`` with
+one row per clip (clip_id, n_frames, split, ...) and
+``DATA/clips/<clip_id>/frames.npy`` uint8 (N, R, R, 3) RGB. Arrays are opened
+lazily with ``mmap_mode='r'`` in whichever process reads them (DataLoader
+workers included), so nothing is copied until a frame is asked for.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from daetalker.errors import DaetalkerError
+
+
+def read_manifest(data_dir: Path):
+    import pandas as pd
+
+    path = Path(data_dir) / "manifest.parquet"
+    if not path.is_file():
+        raise DaetalkerError(f"{path}: no manifest; point --data at the output of `daetalker preprocess`")
+    df = pd.read_parquet(path)
+    missing = {"clip_id", "n_frames", "split"} - set(df.columns)
+    if missing:
+        raise DaetalkerError(f"{path}: manifest lacks column(s) {sorted(missing)}; re-run `daetalker preprocess`")
+    return df
+
+
+def frames_path(data_dir: Path, clip_id: str) -> Path:
+    return Path(data_dir) / "clips" / str(clip_id) / "frames.npy"
+
+
+def to_model_range(frames: np.ndarray | torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+    """uint8 (..., R, R, 3) RGB -> float32 (..., 3, S, S) in [-1, 1], resized to S if given."""
+    x = torch.as_tensor(np.asarray(frames))
+    assert x.dtype == torch.uint8 and x.shape[-1] == 3, (x.dtype, tuple(x.shape))
+    x = x.movedim(-1, -3).float().div_(127.5).sub_(1.0)
+    if image_size is not None and x.shape[-1] != image_size:
+        lead = x.shape[:-3]
+        x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(image_size, image_size), mode="bilinear",
+                          antialias=True, align_corners=False).clamp_(-1, 1)
+        x = x.reshape(*lead, 3, image_size, image_size)
+    return x
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float (..., 3, S, S) in [-1, 1] -> uint8 (..., S, S, 3) RGB."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+
+
+class FramesDataset(Dataset):
+    """Every frame of the clips in ``splits``; item i -> float32 (3, S, S) in [-1, 1]."""
+
+    def __init__(
+        self, data_dir: Path, *, splits: Iterable[str] | None = ("train",), image_size: int | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        df = read_manifest(self.data_dir)
+        if splits is not None:
+            df = df[df["split"].isin(list(splits))]
+        self.clip_ids = [str(c) for c in df["clip_id"]]
+        self.n_frames = [int(n) for n in df["n_frames"]]
+        if not self.clip_ids or sum(self.n_frames) == 0:
+            raise DaetalkerError(
+                f"{self.data_dir / 'manifest.parquet'}: no frames in split(s) {list(splits or [])}"
+            )
+        for cid in self.clip_ids:
+            if not frames_path(self.data_dir, cid).is_file():
+                raise DaetalkerError(f"{frames_path(self.data_dir, cid)}: frames missing for a manifest clip")
+        self.offsets = np.cumsum([0] + self.n_frames)  # frame i of the dataset lives in clip searchsorted(i)
+        self.image_size = image_size
+        self._arrays: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Dataset index -> (clip position, frame within clip)."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        clip = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return clip, index - int(self.offsets[clip])
+
+    def clip_frames(self, clip: int) -> np.ndarray:
+        arr = self._arrays.get(clip)
+        if arr is None:
+            arr = np.load(frames_path(self.data_dir, self.clip_ids[clip]), mmap_mode="r")
+            if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] != arr.shape[2]:
+                raise DaetalkerError(
+                    f"{frames_path(self.data_dir, self.clip_ids[clip])}: expected uint8 (N, R, R, 3), "
+                    f"got {arr.dtype} {arr.shape}"
+                )
+            self._arrays[clip] = arr
+        return arr
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        clip, frame = self.locate(index)
+        return to_model_range(np.array(self.clip_frames(clip)[frame]), self.image_size)
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers re-open the memory maps themselves.
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state

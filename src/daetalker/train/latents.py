@@ -1,0 +1,106 @@
+"""Encode every frame of a dataset with the EMA semantic encoder (the input of speech2latent).
+
+Output layout::
+
+    OUT/latents/<clip_id>.npy   float32 (n_frames, latent_dim), row i = frame i of the clip
+    OUT/latent_stats.npz        mean, std: (latent_dim,) over the training split (normalisation)
+    OUT/latents.json            checkpoint path + sha256, latent_dim, clips with splits and frame counts
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from daetalker.errors import DaetalkerError
+from daetalker.train import checkpoint as ckpt_io
+from daetalker.train.dae_trainer import load_dae
+from daetalker.train.distributed import pick_device
+from daetalker.train.frames_dataset import frames_path, read_manifest, to_model_range
+from daetalker.train.loop import autocast
+
+STD_FLOOR = 1e-6  # a dimension the encoder never varies must not blow up on normalisation
+
+
+@torch.no_grad()
+def encode_frames(
+    model, frames: np.ndarray, *, batch_size: int = 64, bf16: bool = False
+) -> np.ndarray:
+    """uint8 (N, R, R, 3) frames -> float32 (N, latent_dim) latents with ``model``'s encoder."""
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(frames), batch_size):
+        x = to_model_range(np.array(frames[i : i + batch_size]), model.image_size).to(device)
+        with autocast(device, bf16):
+            out.append(model.encode(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, model.latent_dim), np.float32)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def extract_latents(
+    data_dir: Path, ckpt: Path, out_dir: Path, *, batch_size: int = 64, device: str | None = None
+) -> Path:
+    """Write one latent array per clip, the training-split statistics and an index; return ``out_dir``."""
+    data_dir, ckpt, out_dir = Path(data_dir), Path(ckpt), Path(out_dir)
+    meta = ckpt_io.verify(ckpt)
+    dev = pick_device(0, device)
+    model, cfg = load_dae(ckpt, dev)
+    manifest = read_manifest(data_dir)
+    (out_dir / "latents").mkdir(parents=True, exist_ok=True)
+
+    from tqdm.auto import tqdm
+
+    clips, train_latents = [], []
+    for row in tqdm(list(manifest.itertuples(index=False)), desc="extract-latents", mininterval=2.0):
+        cid = str(row.clip_id)
+        frames = np.load(frames_path(data_dir, cid), mmap_mode="r")
+        if len(frames) != int(row.n_frames):
+            raise DaetalkerError(
+                f"{frames_path(data_dir, cid)}: {len(frames)} frames but the manifest says {row.n_frames}; "
+                "re-run `daetalker preprocess`"
+            )
+        z = encode_frames(model, frames, batch_size=batch_size, bf16=cfg.bf16)
+        assert z.shape == (len(frames), cfg.latent_dim), z.shape
+        _save_npy(out_dir / "latents" / f"{cid}.npy", z.astype(np.float32))
+        clips.append({"clip_id": cid, "split": str(row.split), "n_frames": int(len(frames))})
+        if row.split == "train":
+            train_latents.append(z)
+
+    stats_split = "train"
+    if not train_latents:  # no training split (e.g. a held-out-only dataset): use every clip
+        stats_split = "all"
+        train_latents = [np.load(out_dir / "latents" / f"{c['clip_id']}.npy") for c in clips]
+    allz = np.concatenate(train_latents).astype(np.float64)
+    mean = allz.mean(0).astype(np.float32)
+    std = np.maximum(allz.std(0), STD_FLOOR).astype(np.float32)
+    tmp = out_dir / ".latent_stats.tmp.npz"
+    np.savez(tmp, mean=mean, std=std, count=np.int64(len(allz)))
+    os.replace(tmp, out_dir / "latent_stats.npz")
+
+    index = {
+        "checkpoint": str(ckpt.resolve()),
+        "checkpoint_sha256": meta["sha256"],
+        "checkpoint_step": meta["step"],
+        "latent_dim": cfg.latent_dim,
+        "image_size": cfg.image_size,
+        "stats_split": stats_split,
+        "clips": clips,
+    }
+    (out_dir / "latents.json").write_text(json.dumps(index, indent=2))
+    return out_dir
+
+
+def load_latent_stats(out_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) float32 (latent_dim,) written by ``extract_latents``."""
+    with np.load(Path(out_dir) / "latent_stats.npz") as f:
+        return f["mean"], f["std"]

@@ -1,0 +1,156 @@
+"""speech2latent trainer: loss falls, bit-exact resume, masking of padded windows, validation, stats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from daetalker.config import load_config
+from daetalker.errors import CheckpointError
+from daetalker.train import checkpoint as ckpt_io
+from daetalker.train.loop import MemoryLogger
+from daetalker.train.s2l_dataset import S2LWindows, WindowSampler
+from daetalker.train.s2l_trainer import _loss, build_s2l, load_s2l, train_s2l
+
+TINY_S2L = [
+    "s2l.d_model=32", "s2l.heads=2", "s2l.ffn_dim=32", "s2l.conv_kernel=3", "s2l.blocks_before=1",
+    "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
+    "s2l.dropout=0.1", "s2l.batch_size=4", "s2l.window_seconds=0.8", "s2l.lr=3e-3", "s2l.warmup_steps=2",
+    "s2l.log_every=1", "s2l.val_every=5", "s2l.ckpt_every=3", "s2l.bf16=false", "s2l.num_workers=0",
+    "s2l.mlflow=false",
+]
+LATENT_DIM = 8
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def write_s2l_dataset(root: Path, clips=(("a", 40, "train"), ("b", 33, "train"), ("s", 12, "train"),
+                                         ("v", 30, "val"))) -> tuple[Path, Path]:
+    """mel.npy, labels.parquet and latents that are a fixed linear function of each frame's mel rows."""
+    data, lat_dir = root / "data", root / "latents"
+    (lat_dir / "latents").mkdir(parents=True)
+    proj = np.random.default_rng(7).normal(size=(80, LATENT_DIM)).astype(np.float32) / 4
+    rows, all_z = [], []
+    for k, (cid, n, split) in enumerate(clips):
+        rng = np.random.default_rng(k)
+        mel = (rng.normal(size=(4 * n, 80)) + np.sin(np.arange(4 * n) / 5.0)[:, None] - 5).astype(np.float32)
+        z = mel.reshape(n, 4, 80).mean(1) @ proj + 3.0  # (n, D)
+        d = data / "clips" / cid
+        d.mkdir(parents=True)
+        np.save(d / "mel.npy", mel)
+        yaw = 10 * np.sin(np.arange(n) / 7.0 + k)
+        found = np.ones(n, bool)
+        found[::9] = False
+        pd.DataFrame({"frame": np.arange(n), "yaw": yaw, "pitch": 2.0 + 0 * yaw, "roll": -yaw / 3,
+                      "face_found": found}).to_parquet(d / "labels.parquet")  # fmt: skip
+        np.save(lat_dir / "latents" / f"{cid}.npy", z.astype(np.float32))
+        rows.append({"clip_id": cid, "n_frames": n, "split": split})
+        if split == "train":
+            all_z.append(z)
+    pd.DataFrame(rows).to_parquet(data / "manifest.parquet")
+    allz = np.concatenate(all_z)
+    np.savez(lat_dir / "latent_stats.npz", mean=allz.mean(0), std=allz.std(0), count=len(allz))
+    return data, lat_dir
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> tuple[Path, Path]:
+    return write_s2l_dataset(tmp_path_factory.mktemp("s2l"))
+
+
+def _cfg(*extra: str):
+    return load_config("tiny", None, [*TINY_S2L, *extra])
+
+
+def test_loss_falls_and_validation_logged(dataset, tmp_path: Path) -> None:
+    data, lat = dataset
+    logger = MemoryLogger()
+    result = train_s2l(data, lat, tmp_path / "run", _cfg("s2l.max_steps=40", "s2l.val_every=20", "s2l.ckpt_every=40"),
+                       logger=logger, device="cpu")
+    losses = [v for _, v in logger.metrics["latent_mse"]]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
+    val = logger.metrics["val_loss"]
+    assert [s for s, _ in val] == [20, 40] and val[1][1] < val[0][1]
+    assert result.final_step == 40 and result.checkpoint.is_file()
+    lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_latent_mse" in x for x in lines)
+    model, scfg, dims = load_s2l(result.checkpoint)
+    assert dims == {"feature_dim": 80, "frames_per_video_frame": 4, "latent_dim": LATENT_DIM}
+    # statistics of the training split in the buffers: feature mean ~ -5 (+ a sine), pose std of yaw ~ 7
+    assert -5.5 < float(model.feature_mean.mean()) < -4.5
+    assert 5.0 < float(model.pose_std[0]) < 9.0 and abs(float(model.pose_mean[1]) - 2.0) < 1e-4
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt_io.load_checkpoint(path)["model"]
+
+
+def test_resume_is_bitwise(dataset, tmp_path: Path) -> None:
+    data, lat = dataset
+    full = train_s2l(data, lat, tmp_path / "full", _cfg("s2l.max_steps=8"), device="cpu")
+    train_s2l(data, lat, tmp_path / "half", _cfg("s2l.max_steps=4"), device="cpu")
+    with pytest.raises(CheckpointError, match="--resume"):
+        train_s2l(data, lat, tmp_path / "half", _cfg("s2l.max_steps=8"), device="cpu")
+    resumed = train_s2l(data, lat, tmp_path / "half", _cfg("s2l.max_steps=8"), resume=True, device="cpu")
+    a, b = _weights(full.checkpoint), _weights(resumed.checkpoint)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    with pytest.raises(CheckpointError, match="d_model"):
+        train_s2l(data, lat, tmp_path / "half", _cfg("s2l.max_steps=9", "s2l.d_model=16"), resume=True, device="cpu")
+
+
+def test_windows_are_deterministic_and_short_clips_masked(dataset) -> None:
+    data, lat = dataset
+    ds = S2LWindows(data, lat, splits=("train",), window_frames=20, k=4, seed=3)
+    order = list(iter_take(WindowSampler(len(ds), rank=0, world_size=1, seed=3, start=0), 7))
+    assert order[5:] == list(iter_take(WindowSampler(len(ds), rank=0, world_size=1, seed=3, start=5), 2))
+    short = [c.clip_id for c in ds.clips].index("s")
+    item = ds[(0, short)]
+    assert int(item["length"]) == 12 and item["features"].shape == (80, 80)
+    assert torch.all(item["features"][48:] == 0) and torch.all(item["latent"][12:] == 0)
+    assert torch.isnan(item["pose"][12:]).all()
+    long = [c.clip_id for c in ds.clips].index("a")
+    assert torch.equal(ds[(4, long)]["latent"], ds[(4, long)]["latent"])
+    assert not torch.equal(ds[(4, long)]["latent"], ds[(5, long)]["latent"])  # a new random start
+
+    cfg = _cfg().s2l
+    torch.manual_seed(0)
+    model = build_s2l(cfg, {"feature_dim": 80, "frames_per_video_frame": 4, "latent_dim": LATENT_DIM}).eval()
+    batch = {k: v[None] for k, v in item.items()}
+    garbage = {**batch, "latent": batch["latent"].clone(), "features": batch["features"].clone(),
+               "pose": batch["pose"].clone()}  # fmt: skip
+    garbage["latent"][:, 12:] = 100.0
+    garbage["features"][:, 48:] = 50.0
+    garbage["pose"][:, 12:] = 30.0
+    with torch.no_grad():
+        l0 = _loss(model, batch, cfg, model, torch.device("cpu"))
+        l1 = _loss(model, garbage, cfg, model, torch.device("cpu"))
+    for key in ("loss", "latent_mse", "pose"):
+        assert torch.allclose(l0[key], l1[key], atol=1e-6), key
+    # without the mask the padded frames would count
+    trimmed = {k: (v[:, :48] if k == "features" else v[:, :12] if v.ndim > 1 else v) for k, v in garbage.items()}
+    with torch.no_grad():
+        l2 = _loss(model, trimmed, cfg, model, torch.device("cpu"))
+    assert torch.allclose(l0["latent_mse"], l2["latent_mse"], atol=1e-5)
+
+
+def iter_take(it, n):
+    out = []
+    for x in it:
+        out.append(x)
+        if len(out) == n:
+            break
+    return out
