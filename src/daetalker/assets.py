@@ -9,7 +9,6 @@ hash. At run time :func:`asset_path` only verifies.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from daetalker.errors import AssetError
+from daetalker.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -71,14 +71,6 @@ def cache_dir() -> Path:
     """``$DAETALKER_ASSETS`` or ``~/.cache/daetalker/assets``."""
     env = os.environ.get("DAETALKER_ASSETS")
     return Path(env) if env else Path.home() / ".cache" / "daetalker" / "assets"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @functools.lru_cache(maxsize=None)

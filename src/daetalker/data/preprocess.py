@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from daetalker.config.base import to_dict
+from daetalker.hashing import sha256_file
 from daetalker.config.preprocess import PreprocessConfig
 from daetalker.data import dataset as ds
 from daetalker.data.face_crop import FaceLog, FrameFaces, Speaker, crop_box, pick_speaker, split_segments
@@ -135,14 +136,6 @@ def _inside(path: Path, root: Path) -> bool:
         return True
     except ValueError:
         return False
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_fingerprint(cfg: PreprocessConfig) -> str:
@@ -511,7 +504,7 @@ def _plan(sources: list[Source], cfg: PreprocessConfig, fingerprint: str,
                     src.rel, "too_large", f"{size / 1e9:.1f} GB > max_file_gb={cfg.max_file_gb} "
                     "(fix: split the recording or raise preprocess.max_file_gb)")])
                 continue
-            src.sha256 = sha256_of(src.path)
+            src.sha256 = sha256_file(src.path)
         except OSError as exc:
             results[src.rel] = SourceResult(src.rel, "", quarantine=[QuarantineRecord(src.rel, "unreadable", str(exc))])
             continue
