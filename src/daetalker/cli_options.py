@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import os
+
 import typer
 
 ProfileOpt = Annotated[
@@ -24,3 +26,16 @@ def stage_config(profile: str, config: Optional[Path], overrides: Optional[list[
     from daetalker.config import load_config
 
     return load_config(profile, config, overrides or [])
+
+
+def mlflow_wanted(flag: Optional[bool], cfg_flag: bool) -> bool:
+    """--mlflow/--no-mlflow wins; by default log only when a tracking URI is configured."""
+    if flag is not None:
+        return flag
+    return cfg_flag and bool(os.environ.get("MLFLOW_TRACKING_URI"))
+
+
+def data_dvc_for(data: Path) -> Path | None:
+    """The .dvc file that versions ``data`` (``<data>.dvc`` beside it), for the lineage tags."""
+    candidate = data.resolve().with_name(data.resolve().name + ".dvc")
+    return candidate if candidate.is_file() else None

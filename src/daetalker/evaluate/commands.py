@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from daetalker.train.commands import ConfigOpt, ProfileOpt, SetOpt, _data_dvc, _mlflow_wanted
+from daetalker.cli_options import ConfigOpt, ProfileOpt, SetOpt
+from daetalker.cli_options import data_dvc_for as _data_dvc
+from daetalker.cli_options import mlflow_wanted as _mlflow_wanted
 
 
 def register(app: typer.Typer) -> None:

@@ -9,11 +9,8 @@ from typing import Annotated, Optional
 
 import typer
 
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Named profile: tiny (CPU), base128, paper256.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file layered over the profile.")]
-SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set s2l.lr=2e-4 (repeatable).")
-]
+from daetalker.cli_options import ConfigOpt, ProfileOpt, SetOpt
+
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1; default: auto.")]
 
 

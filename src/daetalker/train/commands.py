@@ -9,24 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-ProfileOpt = Annotated[str, typer.Option("--profile", "-p", help="Named profile: tiny (CPU), base128, paper256.")]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file layered over the profile.")]
-SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Override one key, e.g. --set dae.lr=2e-4 (repeatable).")
-]
-
-
-def _mlflow_wanted(flag: Optional[bool], cfg_flag: bool) -> bool:
-    """--mlflow/--no-mlflow wins; by default log only when a tracking URI is configured."""
-    if flag is not None:
-        return flag
-    return cfg_flag and bool(os.environ.get("MLFLOW_TRACKING_URI"))
-
-
-def _data_dvc(data: Path) -> Path | None:
-    """The .dvc file that versions ``data`` (``<data>.dvc`` beside it), for the lineage tags."""
-    candidate = data.resolve().with_name(data.resolve().name + ".dvc")
-    return candidate if candidate.is_file() else None
+from daetalker.cli_options import ConfigOpt, ProfileOpt, SetOpt
+from daetalker.cli_options import data_dvc_for as _data_dvc
+from daetalker.cli_options import mlflow_wanted as _mlflow_wanted
 
 
 def register(app: typer.Typer) -> None:
