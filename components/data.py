@@ -1,8 +1,22 @@
-"""Components of the data stages: synthetic corpus, preprocessing, validation, DVC."""
+"""Components of the data stages: workspace at a revision, synthetic corpus, preprocessing, validation, DVC."""
+
+from typing import NamedTuple
 
 from kfp import dsl
 
 from components import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def open_workspace(speaker: str, profile: str, data_rev: str, workspace_root: str, pipeline: str,
+                   published_if_empty: bool) -> NamedTuple("Workspace", [("ctx", str), ("versioned", str)]):
+    """Check dataset revision ``data_rev`` out of the DVC remote into the data cache (daetalker data checkout)."""
+    from collections import namedtuple
+
+    from daetalker.pipeline.workspace import open_workspace_step
+
+    opened = open_workspace_step(speaker, profile, data_rev, workspace_root, pipeline, published_if_empty)
+    return namedtuple("Workspace", ["ctx", "versioned"])(*opened)
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

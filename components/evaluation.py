@@ -17,10 +17,13 @@ def train_syncnet(ctx: str, versioned: str, expert: dsl.Output[dsl.Model]) -> st
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def evaluate(ctx: str, packaged: str, syncnet: str, report: dsl.Output[dsl.HTML]) -> str:
+def evaluate(ctx: str, packaged: str, syncnet: str, bundle: dsl.Input[dsl.Model], expert: dsl.Input[dsl.Model],
+             report: dsl.Output[dsl.HTML]) -> str:
     """LSE-C/LSE-D, FID, pose and mouth metrics with an HTML report (daetalker evaluate)."""
     import json
 
-    from daetalker.pipeline.steps import evaluate_step
+    from daetalker.pipeline.steps import evaluate_step, in_artifact
 
+    in_artifact(json.loads(packaged)["bundle"], bundle.path)
+    in_artifact(json.loads(syncnet)["checkpoint"], expert.path)
     return json.dumps(evaluate_step(ctx, packaged, syncnet, report.path))

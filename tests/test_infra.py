@@ -47,7 +47,10 @@ VENV_BIN = Path(sys.executable).parent
 
 PLATFORM_BUILDS = ["base", "overlays/local", "overlays/production"]
 TRAINING_BUILDS = ["training/base", "training/overlays/local", "training/overlays/production"]
-ALL_BUILDS = PLATFORM_BUILDS + TRAINING_BUILDS
+PIPELINES_BUILD = "pipelines"  # what pipeline runs need in their own namespace
+POD_BUILDS = PLATFORM_BUILDS + TRAINING_BUILDS
+ALL_BUILDS = POD_BUILDS + [PIPELINES_BUILD]
+BUILD_NAMESPACE = {PIPELINES_BUILD: "kubeflow"}  # the others: NAMESPACE
 
 POD_OWNER_KINDS = {"Deployment", "StatefulSet", "Job", "DaemonSet", "ReplicaSet"}
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
@@ -321,7 +324,7 @@ def test_each_build_validates(build):
     for o in objs:
         validate_object(o)
         if o["kind"] not in CLUSTER_SCOPED:
-            assert o["metadata"]["namespace"] == NAMESPACE, f"{o['kind']}/{o['metadata']['name']}"
+            assert o["metadata"]["namespace"] == BUILD_NAMESPACE.get(build, NAMESPACE), f"{o['kind']}/{o['metadata']['name']}"
 
 
 def test_schema_validation_rejects_mistakes():
@@ -350,28 +353,33 @@ def _gpus(container: dict, section: str) -> int:
     return int(container["resources"].get(section, {}).get("nvidia.com/gpu", 0))
 
 
+def assert_operator_rules(job: dict) -> None:
+    specs = job["spec"]["pytorchReplicaSpecs"]
+    assert "Master" in specs and set(specs) <= {"Master", "Worker"}
+    assert specs["Master"]["replicas"] == 1
+    nproc = int(job["spec"]["nprocPerNode"])
+    for rt, rs in specs.items():
+        assert rs["restartPolicy"] in {"Always", "OnFailure", "Never", "ExitCode"}
+        pod = rs["template"]["spec"]
+        main = [c for c in pod["containers"] if c["name"] == "pytorch"]
+        assert len(main) == 1, f"{rt}: the operator needs a container named 'pytorch'"
+        gpus = _gpus(main[0], "limits")
+        assert _gpus(main[0], "requests") == gpus
+        # one torchrun process per GPU; CPU jobs run nprocPerNode processes
+        assert gpus in (0, nproc), f"{rt}: {gpus} GPUs for nprocPerNode={nproc}"
+        shm = [v for v in pod["volumes"] if v["name"] == "dshm"]
+        assert shm and shm[0]["emptyDir"]["medium"] == "Memory"
+        assert any(m["mountPath"] == "/dev/shm" for m in main[0]["volumeMounts"])
+        assert pod["serviceAccountName"] == "daetalker-trainer"
+
+
 @pytest.mark.parametrize("build", TRAINING_BUILDS)
 def test_pytorchjob_meets_operator_rules(build):
     jobs = _pytorchjobs(build)
     assert jobs
     for job in jobs:
-        specs = job["spec"]["pytorchReplicaSpecs"]
-        assert set(specs) == {"Master", "Worker"}
-        assert specs["Master"]["replicas"] == 1
-        nproc = int(job["spec"]["nprocPerNode"])
-        for rt, rs in specs.items():
-            assert rs["restartPolicy"] in {"Always", "OnFailure", "Never", "ExitCode"}
-            pod = rs["template"]["spec"]
-            main = [c for c in pod["containers"] if c["name"] == "pytorch"]
-            assert len(main) == 1, f"{rt}: the operator needs a container named 'pytorch'"
-            gpus = _gpus(main[0], "limits")
-            assert _gpus(main[0], "requests") == gpus
-            # one torchrun process per GPU; CPU jobs run nprocPerNode processes
-            assert gpus in (0, nproc), f"{rt}: {gpus} GPUs for nprocPerNode={nproc}"
-            shm = [v for v in pod["volumes"] if v["name"] == "dshm"]
-            assert shm and shm[0]["emptyDir"]["medium"] == "Memory"
-            assert any(m["mountPath"] == "/dev/shm" for m in main[0]["volumeMounts"])
-            assert pod["serviceAccountName"] == "daetalker-trainer"
+        assert set(job["spec"]["pytorchReplicaSpecs"]) == {"Master", "Worker"}
+        assert_operator_rules(job)
 
 
 def test_production_training_pods_request_gpus_on_gpu_nodes():
@@ -394,6 +402,278 @@ def test_local_training_runs_without_gpus_on_the_cpu_image():
                 assert c["image"].endswith("-cpu"), c["image"]
 
 
+# ---------------------------------------------------------------- PyTorchJobs the pipelines create
+
+RENDERED = "pipeline jobs"  # the train-*-job steps' jobs (daetalker.pipeline.pytorchjob), beside the builds
+JOB_TOPOLOGIES = [("train-dae", 1, 1), ("train-dae", 3, 4), ("train-s2l", 2, 0)]  # stage, nodes, GPUs per node
+
+
+class FakeJobsApi:
+    """The custom-objects API of a cluster whose training operator runs a job by writing its checkpoint.
+
+    ``script``: what successive reads return, a job status dict or an exception
+    to raise; once it is used up every read reports Succeeded.
+    """
+
+    def __init__(self, script: list | None = None) -> None:
+        self.jobs: dict[str, dict] = {}
+        self.created: list[dict] = []
+        self.reads = 0
+        self.deleted: list[tuple[str, str]] = []
+        self.script = list(script or [])
+
+    def create_namespaced_custom_object(self, group, version, namespace, plural, body):
+        from kubernetes.client.exceptions import ApiException
+
+        assert (group, version, plural) == ("kubeflow.org", "v1", "pytorchjobs")
+        assert body["metadata"]["namespace"] == namespace
+        if body["metadata"]["name"] in self.jobs:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.jobs[body["metadata"]["name"]] = body
+        self.created.append(body)
+        self._train(body)
+        return body
+
+    def delete_namespaced_custom_object(self, group, version, namespace, plural, name, propagation_policy=None):
+        from kubernetes.client.exceptions import ApiException
+
+        if self.jobs.pop(name, None) is None:
+            raise ApiException(status=404)
+        self.deleted.append((name, propagation_policy))
+
+    def get_namespaced_custom_object(self, group, version, namespace, plural, name):
+        self.reads += 1
+        status = self.script.pop(0) if self.script else {"conditions": [
+            {"type": "Created", "status": "True"}, {"type": "Succeeded", "status": "True"}]}
+        if callable(status):
+            status = status()
+        if isinstance(status, Exception):
+            raise status
+        return {**self.jobs.get(name, {}), "status": status}
+
+    @staticmethod
+    def _train(job: dict) -> None:
+        import torch
+
+        from daetalker.train import checkpoint as ckpt_io
+
+        args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+        out = Path(args[args.index("--out") + 1])
+        for step in (3, 7):
+            ckpt_io.save_checkpoint({"w": torch.full((2,), float(step))}, out / "checkpoints", step)
+        (out / "metrics.jsonl").write_text('{"step": 7}\n')
+
+
+def _job_ctx(root: Path) -> str:
+    from daetalker.pipeline.context import RunContext
+
+    return RunContext(speaker="ana", profile="base128", workspace=str(root / "ws"), overrides=("dae.lr=2e-4",),
+                      tags={"daetalker.data_rev": "d1a14f79191d575fda3f546fe14ee220.dir"}).to_json()
+
+
+def _launch(stage: str, nodes: int, gpus: int, root: Path, api: FakeJobsApi, out: Path) -> dict:
+    import pipelines
+    from daetalker.pipeline import distributed
+
+    settings = pipelines.cluster_settings().to_json()
+    if stage == "train-dae":
+        return distributed.train_dae_job_step(_job_ctx(root), "d1a1.dir", nodes, gpus, settings, str(out), api=api,
+                                              namespace="kubeflow", timeout_s=60, poll_s=0.01)
+    latents = root / "latents-artifact"
+    latents.mkdir(exist_ok=True)
+    (latents / "latents.json").write_text("{}")
+    return distributed.train_s2l_job_step(_job_ctx(root), str(latents), nodes, gpus, settings, str(out), api=api,
+                                          namespace="kubeflow", timeout_s=60, poll_s=0.01)
+
+
+@pytest.fixture(scope="module")
+def pipeline_jobs(tmp_path_factory) -> list[dict]:
+    """The PyTorchJobs the pipeline steps create, at several topologies (through a fake API)."""
+    root = tmp_path_factory.mktemp("jobs")
+    api = FakeJobsApi()
+    for i, (stage, nodes, gpus) in enumerate(JOB_TOPOLOGIES):
+        _launch(stage, nodes, gpus, root, api, root / f"artifact-{i}")
+    return api.created
+
+
+def test_pipeline_jobs_validate_and_have_the_asked_topology(pipeline_jobs):
+    import pipelines
+
+    settings = pipelines.cluster_settings()
+    assert len(pipeline_jobs) == len(JOB_TOPOLOGIES)
+    for job, (stage, nodes, gpus) in zip(pipeline_jobs, JOB_TOPOLOGIES):
+        validate_object(job)  # the CRD schema, and each pod template against the core one
+        assert_operator_rules(job)
+        specs = job["spec"]["pytorchReplicaSpecs"]
+        assert sum(rs["replicas"] for rs in specs.values()) == nodes
+        assert job["spec"]["nprocPerNode"] == str(max(gpus, 1))
+        assert job["metadata"]["name"].startswith(stage + "-") and len(job["metadata"]["name"]) <= 63
+        for label, tmpl in pod_templates(job):
+            assert assert_requests_and_limits(label, tmpl) == 1
+            assert_unprivileged(label, tmpl)
+            (c,) = tmpl["spec"]["containers"]
+            assert _gpus(c, "limits") == gpus
+            assert c["image"] == (settings.gpu_image if gpus else settings.cpu_image)
+            assert c["args"][0] == stage and "--resume" in c["args"]  # a restarted pod continues
+            if gpus:
+                assert tmpl["spec"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+
+
+def _cli_accepts(args: list[str]) -> str:
+    from typer.main import get_command
+
+    from daetalker.cli import app
+
+    cmd = get_command(app)
+    ctx = cmd.make_context("daetalker", list(args))
+    name, sub, rest = cmd.resolve_command(ctx, list(args))
+    sub.make_context(name, rest, parent=ctx)  # raises on an unknown command or option
+    return name
+
+
+@pytest.mark.parametrize("build", TRAINING_BUILDS + [RENDERED])
+def test_jobs_run_a_real_daetalker_command_through_the_same_launcher(build, pipeline_jobs):
+    from typer.exceptions import TyperException
+
+    from daetalker.pipeline.pytorchjob import LAUNCHER
+
+    jobs = pipeline_jobs if build == RENDERED else _pytorchjobs(build)
+    for job in jobs:
+        for rs in job["spec"]["pytorchReplicaSpecs"].values():
+            c = rs["template"]["spec"]["containers"][0]
+            assert c["command"] == LAUNCHER  # the example job and the pipelines' jobs start alike
+            assert _cli_accepts(c["args"]) in ("train-dae", "train-s2l")
+    with pytest.raises(TyperException):
+        _cli_accepts(["train", "dae", "--data", "/d", "--out", "/o"])
+
+
+def test_pipeline_jobs_use_what_the_pipelines_namespace_provides(pipeline_jobs):
+    objs = BUILDS[PIPELINES_BUILD]
+    claims = {p["metadata"]["name"] for p in of_kind(objs, "PersistentVolumeClaim")}
+    templated = {(d["metadata"]["name"], key) for _, d in _secret_docs()
+                 if d["metadata"]["namespace"] == "kubeflow" for key in d["stringData"]}
+    base_env = {e["name"]: e.get("value") for e in named(BUILDS["training/base"], "PyTorchJob", "dae-train")
+                ["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]}
+    for job in pipeline_jobs:
+        for label, tmpl in pod_templates(job):
+            pod = tmpl["spec"]
+            named(objs, "ServiceAccount", pod["serviceAccountName"])
+            assert {v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v} \
+                <= claims
+            env = pod["containers"][0]["env"]
+            refs = {(e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+                    for e in env if "valueFrom" in e}
+            assert refs and refs <= templated, refs - templated
+            plain = {e["name"]: e["value"] for e in env if "value" in e}
+            for var in ("MLFLOW_TRACKING_URI", "DAETALKER_S3_ENDPOINT", "DAETALKER_S3_BUCKET"):
+                assert plain[var] == base_env[var], var
+            assert not any(CREDENTIAL_NAME.search(k) for k in plain), f"{label}: a credential as a literal"
+
+
+def test_pipelines_namespace_lets_pipeline_runs_launch_and_follow_jobs():
+    objs = BUILDS[PIPELINES_BUILD]
+    binding = named(objs, "RoleBinding", "daetalker-training-launcher")
+    role = named(objs, "Role", binding["roleRef"]["name"])
+    assert {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"} in binding["subjects"]
+    for verb in ("create", "get", "watch", "delete"):
+        assert any("kubeflow.org" in r["apiGroups"] and "pytorchjobs" in r["resources"] and verb in r["verbs"]
+                   for r in role["rules"]), verb
+    flat = json.dumps(role["rules"])
+    assert "*" not in flat and "secrets" not in flat
+    import pipelines
+
+    settings = pipelines.cluster_settings()
+    pvc = named(objs, "PersistentVolumeClaim", settings.data_pvc)
+    assert "ReadWriteMany" in pvc["spec"]["accessModes"]  # tasks and training pods on several nodes
+    assert named(objs, "ServiceAccount", settings.trainer_account)["automountServiceAccountToken"] is False
+
+
+def test_job_step_copies_the_run_into_its_artifact_and_adopts_its_job_on_retry(tmp_path):
+    api = FakeJobsApi()
+    out = tmp_path / "minio" / "train-dae" / "model"
+    first = _launch("train-dae", 2, 1, tmp_path, api, out)
+    assert Path(first["checkpoint"]) == out / "checkpoints" / "latest.pt" and first["step"] == 7
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["latest.pt", "latest.pt.sha256"]
+    assert (out / "metrics.jsonl").is_file()
+    again = _launch("train-dae", 2, 1, tmp_path, api, out)  # the task retried: same job, not a second one
+    assert len(api.created) == 1 and again["job"] == first["job"]
+    s2l = _launch("train-s2l", 1, 1, tmp_path, api, tmp_path / "s2l-model")
+    args = api.created[-1]["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
+    staged = Path(args[args.index("--latents") + 1])
+    assert (staged / "latents.json").is_file() and staged.is_relative_to(tmp_path / "ws")  # on the shared volume
+    assert s2l["step"] == 7
+
+
+def test_job_step_deletes_its_job_when_the_run_is_stopped_or_times_out(tmp_path):
+    import os
+    import signal
+
+    from daetalker.pipeline.pytorchjob import TrainingJobTimeout
+
+    running = {"conditions": [{"type": "Running", "status": "True"}]}
+
+    def stop_run():  # what KFP does to the step's pod when the run is terminated
+        os.kill(os.getpid(), signal.SIGTERM)
+        return running
+
+    before = signal.getsignal(signal.SIGTERM)
+    api = FakeJobsApi([running, stop_run])
+    with pytest.raises(SystemExit):
+        _launch("train-dae", 2, 1, tmp_path, api, tmp_path / "a")
+    assert api.deleted == [(api.created[0]["metadata"]["name"], "Background")]
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is the step's only
+    api = FakeJobsApi([running] * 1000)
+    with pytest.raises(TrainingJobTimeout):
+        from daetalker.pipeline import distributed
+        import pipelines
+
+        distributed.train_dae_job_step(_job_ctx(tmp_path), "h", 1, 1, pipelines.cluster_settings().to_json(),
+                                       str(tmp_path / "b"), api=api, namespace="kubeflow", timeout_s=0)
+    assert len(api.deleted) == 1
+    api = FakeJobsApi([{"conditions": [{"type": "Failed", "status": "True", "reason": "Error"}]}])
+    with pytest.raises(Exception, match="failed: Error"):
+        _launch("train-dae", 1, 1, tmp_path, api, tmp_path / "c")
+    assert api.deleted == [] and api.jobs  # a failed job stays for its logs
+
+
+def _wait(api, **kw):
+    from daetalker.pipeline import pytorchjob
+
+    clock = {"t": 0.0}
+    kw.setdefault("timeout_s", 100.0)
+    return pytorchjob.wait(api, "kubeflow", "train-dae-x", poll_s=10.0,
+                           sleep=lambda s: clock.__setitem__("t", clock["t"] + s), clock=lambda: clock["t"], **kw)
+
+
+def test_wait_follows_a_job_to_success_through_transient_api_errors():
+    from kubernetes.client.exceptions import ApiException
+
+    running = {"conditions": [{"type": "Created", "status": "True"}, {"type": "Running", "status": "True"}]}
+    api = FakeJobsApi([running, ApiException(status=503), ConnectionError("reset"), running])
+    assert _wait(api)["status"]["conditions"][-1]["type"] == "Succeeded"
+    assert api.reads == 5
+
+
+def test_wait_reports_a_failed_job_a_refused_read_and_a_timeout():
+    from kubernetes.client.exceptions import ApiException
+
+    from daetalker.pipeline.pytorchjob import TrainingJobError
+
+    failed = {"conditions": [{"type": "Running", "status": "False"},
+                             {"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "pod ran out"}]}
+    with pytest.raises(TrainingJobError, match=r"failed: OOMKilled: pod ran out .*logs train-dae-x-master-0"):
+        _wait(FakeJobsApi([failed]))
+    with pytest.raises(TrainingJobError, match="reading it failed \\(403\\)"):
+        _wait(FakeJobsApi([ApiException(status=403)]))
+    with pytest.raises(TrainingJobError, match="reading it failed"):  # a bug is not retried for days
+        _wait(FakeJobsApi([TypeError("unexpected keyword")]))
+    running = {"conditions": [{"type": "Running", "status": "True"}]}
+    api = FakeJobsApi([running] * 20)
+    with pytest.raises(TrainingJobError, match="did not finish within 100 s"):
+        _wait(api)
+    assert api.reads == 11  # t = 0, 10, ..., 100
+
+
 @pytest.fixture(scope="module")
 def torchrun_parser():
     from torch.distributed.run import get_args_parser
@@ -401,9 +681,9 @@ def torchrun_parser():
     return get_args_parser()
 
 
-@pytest.mark.parametrize("build", TRAINING_BUILDS)
+@pytest.mark.parametrize("build", TRAINING_BUILDS + [RENDERED])
 @pytest.mark.parametrize("operator", ["v1.7+", "pre-v1.7"])
-def test_launcher_hands_torchrun_the_job_topology(build, operator, torchrun_parser, tmp_path):
+def test_launcher_hands_torchrun_the_job_topology(build, operator, torchrun_parser, tmp_path, pipeline_jobs):
     """Run each replica's command with /bin/sh and the env the training
     operator injects, a stub torchrun recording its argv; torchrun's own
     parser must then read the job's topology and the daetalker command."""
@@ -411,7 +691,7 @@ def test_launcher_hands_torchrun_the_job_topology(build, operator, torchrun_pars
     stub.write_text('#!/bin/sh\nexec "%s" -c \'import json,sys; print(json.dumps(sys.argv[1:]))\' "$@"\n'
                     % sys.executable)
     stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
-    for job in _pytorchjobs(build):
+    for job in pipeline_jobs if build == RENDERED else _pytorchjobs(build):
         specs = job["spec"]["pytorchReplicaSpecs"]
         nnodes = sum(rs["replicas"] for rs in specs.values())
         nproc = int(job["spec"]["nprocPerNode"])
@@ -447,7 +727,7 @@ def _secret_docs() -> list[tuple[Path, dict]]:
 
 def test_secrets_in_infra_are_templates_only():
     secrets = _secret_docs()
-    assert {d["metadata"]["name"] for _, d in secrets} == {"daetalker-postgres", "daetalker-s3"}
+    assert {d["metadata"]["name"] for _, d in secrets} == {"daetalker-postgres", "daetalker-s3", "daetalker-mlflow"}
     for path, d in secrets:
         assert "data" not in d, f"{path}: base64 data in a Secret"
         assert d["stringData"] and set(d["stringData"].values()) == {PLACEHOLDER}, f"{path}: real value"
@@ -485,34 +765,42 @@ def test_credentials_reach_containers_only_through_secret_refs():
 # ---------------------------------------------------------------- resources and security
 
 
-@pytest.mark.parametrize("build", ALL_BUILDS)
-def test_every_container_has_requests_and_limits(build):
+def assert_requests_and_limits(label: str, tmpl: dict) -> int:
+    """Number of containers checked."""
     seen = 0
-    for label, tmpl in all_pods(BUILDS[build]):
-        for c in containers(tmpl):
-            seen += 1
-            res = c.get("resources", {})
-            for section in ("requests", "limits"):
-                assert {"cpu", "memory"} <= set(res.get(section, {})), f"{label}/{c['name']} {section}"
-            for r in ("cpu", "memory"):
-                assert parse_quantity(res["requests"][r]) <= parse_quantity(res["limits"][r]), f"{label}/{c['name']}"
-    assert seen
+    for c in containers(tmpl):
+        seen += 1
+        res = c.get("resources", {})
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(res.get(section, {})), f"{label}/{c['name']} {section}"
+        for r in ("cpu", "memory"):
+            assert parse_quantity(res["requests"][r]) <= parse_quantity(res["limits"][r]), f"{label}/{c['name']}"
+    return seen
 
 
-@pytest.mark.parametrize("build", ALL_BUILDS)
+def assert_unprivileged(label: str, tmpl: dict) -> None:
+    pod = tmpl["spec"]
+    sc = pod["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, label
+    assert sc["seccompProfile"]["type"] == "RuntimeDefault", label
+    assert pod["automountServiceAccountToken"] is False, label
+    for c in containers(tmpl):
+        csc = c["securityContext"]
+        assert csc["allowPrivilegeEscalation"] is False, f"{label}/{c['name']}"
+        assert csc["capabilities"]["drop"] == ["ALL"], f"{label}/{c['name']}"
+        tag = _split_image(c["image"])[1]
+        assert tag and tag != "latest", f"{label}/{c['name']}: pin {c['image']}"
+
+
+@pytest.mark.parametrize("build", POD_BUILDS)
+def test_every_container_has_requests_and_limits(build):
+    assert sum(assert_requests_and_limits(label, tmpl) for label, tmpl in all_pods(BUILDS[build]))
+
+
+@pytest.mark.parametrize("build", POD_BUILDS)
 def test_pods_run_unprivileged(build):
     for label, tmpl in all_pods(BUILDS[build]):
-        pod = tmpl["spec"]
-        sc = pod["securityContext"]
-        assert sc["runAsNonRoot"] is True and sc["runAsUser"] > 0, label
-        assert sc["seccompProfile"]["type"] == "RuntimeDefault", label
-        assert pod["automountServiceAccountToken"] is False, label
-        for c in containers(tmpl):
-            csc = c["securityContext"]
-            assert csc["allowPrivilegeEscalation"] is False, f"{label}/{c['name']}"
-            assert csc["capabilities"]["drop"] == ["ALL"], f"{label}/{c['name']}"
-            tag = _split_image(c["image"])[1]
-            assert tag and tag != "latest", f"{label}/{c['name']}: pin {c['image']}"
+        assert_unprivileged(label, tmpl)
 
 
 # ---------------------------------------------------------------- wiring inside a build

@@ -1,4 +1,4 @@
-"""Run the Kubeflow pipeline locally (kfp.local) or compile it to KFP YAML.
+"""Run the Kubeflow pipeline locally (kfp.local) or compile it to KFP YAML (locally or for a cluster).
 
 Locally, each task runs as a subprocess of this interpreter
 (``SubprocessRunner(use_venv=False)``), talks to the local MLflow server
@@ -84,13 +84,17 @@ def run_local(
     return LocalRun(parent.info.run_id, uri, outputs, seconds, out / "kfp")
 
 
-def compile_pipeline(path: Path) -> Path:
-    """Write the KFP IR YAML of train-speaker."""
+def compile_pipeline(path: Path, name: str = "train-speaker", cluster: bool = False) -> Path:
+    """Write the KFP IR YAML of pipeline ``name`` (default: train-speaker as kfp.local runs it).
+
+    ``cluster`` builds it for Kubeflow Pipelines on Kubernetes: the
+    kfp-kubernetes settings of ``daetalker.pipeline.cluster`` on every task.
+    """
     from kfp import compiler
 
-    from pipelines.train_speaker import train_speaker
+    import pipelines
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(train_speaker, str(path))
+    compiler.Compiler().compile(pipelines.build(name, cluster), str(path))
     return path

@@ -244,11 +244,31 @@ def evaluate_step(ctx_json: str, packaged: str, syncnet: str, out_dir: str) -> d
     return {"eval_run_id": run_id, "metrics": str(result.metrics_path), "report": str(result.report_path), **gate}
 
 
-def register_step(ctx_json: str, packaged: str, evaluated: str) -> dict[str, Any]:
+def thresholds_file(text: str) -> Path | None:
+    """Gate rules given as YAML text (a pipeline parameter) as a file, or None for the packaged rules.
+
+    The file lives in the registry's state folder, named by its content, so the
+    path every audit record names stays readable (on a cluster: the data cache).
+    """
+    import hashlib
+
+    from daetalker.registry.promote import registry_dir
+
+    if not text.strip():
+        return None
+    path = registry_dir() / f"thresholds-{hashlib.sha256(text.encode()).hexdigest()[:16]}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def register_step(ctx_json: str, packaged: str, evaluated: str, thresholds: str = "",
+                  reason: str = "pipeline train-speaker") -> dict[str, Any]:  # fmt: skip
     """Register the bundle as a version of talker-<speaker>, then gate it (challenger / champion).
 
     Registry calls run outside this step's MLflow run: they open their own
-    register and audit runs.
+    register and audit runs. ``thresholds``: gate rules as YAML text (empty:
+    the packaged rules).
     """
     import mlflow
 
@@ -260,7 +280,7 @@ def register_step(ctx_json: str, packaged: str, evaluated: str) -> dict[str, Any
     version = register_model(pkg["bundle_run_id"], ctx.speaker, eval_run_id=ev["eval_run_id"],
                              pipeline_run_id=ctx.parent_run_id,
                              validation_report=str(ctx.processed_dir() / "validation.html"))
-    result = promote(ctx.speaker, version.version, reason="pipeline train-speaker",
+    result = promote(ctx.speaker, version.version, reason=reason, thresholds=thresholds_file(thresholds),
                      origin="pipeline", pipeline_run_id=ctx.parent_run_id)
     with _run(ctx, "register-promote"):
         mlflow.log_text(result.format(), "decision.txt")
@@ -269,6 +289,44 @@ def register_step(ctx_json: str, packaged: str, evaluated: str) -> dict[str, Any
     return {"model": version.name, "version": version.version, "passed": result.passed,
             "aliases": result.aliases_after, "sample_video": pkg["sample_video"], "report": ev["report"],
             "metrics": ev["metrics"]}
+
+
+def fetch_model_step(ctx_json: str, version: str, out_dir: str) -> dict[str, Any]:
+    """Download registered version ``version`` of talker-<speaker> and verify its bundle (for evaluate)."""
+    from daetalker.registry.log_model import fetch_bundle
+    from daetalker.registry.names import model_name
+
+    ctx = RunContext.from_json(ctx_json)
+    name = model_name(ctx.speaker)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    bundle = fetch_bundle(f"models:/{name}/{version}", Path(out_dir))
+    return {"bundle": str(bundle), "model": name, "version": str(version)}
+
+
+def promote_version_step(ctx_json: str, version: str, evaluated: str, thresholds: str = "",
+                         reason: str = "pipeline evaluate-promote") -> dict[str, Any]:  # fmt: skip
+    """Make this evaluation the one the gate reads for ``version``, then gate it (challenger / champion)."""
+    from daetalker.registry.promote import promote
+    from daetalker.registry.register import record_evaluation
+
+    ctx = RunContext.from_json(ctx_json)
+    ev = json.loads(evaluated)
+    record_evaluation(ctx.speaker, version, ev["eval_run_id"], data_hash=ctx.tags.get("daetalker.data_rev", ""))
+    result = promote(ctx.speaker, version, reason=reason, thresholds=thresholds_file(thresholds), origin="pipeline")
+    return {"model": result.model, "version": result.version, "passed": result.passed,
+            "aliases": result.aliases_after, "report": ev["report"], "metrics": ev["metrics"]}  # fmt: skip
+
+
+def in_artifact(path: str, artifact_dir: str) -> str:
+    """``path`` (recorded by an upstream step), checked to lie in an input artifact of this task.
+
+    On a cluster only declared input artifacts reach a task's pod (the KFP
+    launcher downloads each to the path its producer wrote it at), so a path
+    outside them would name a file in another pod.
+    """
+    if not Path(path).is_relative_to(artifact_dir):
+        raise ValueError(f"{path} is not inside input artifact {artifact_dir}: declare its artifact as an input")
+    return path
 
 
 def read_json(path: Path) -> dict[str, Any]:

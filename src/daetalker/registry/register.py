@@ -165,3 +165,42 @@ def _describe(client: Any, name: str, speaker: str) -> None:
     client.update_registered_model(
         name, description=f"DAE-Talker for speaker '{speaker}'. @champion is served; history: `daetalker registry history {name}`."
     )
+
+
+def record_evaluation(
+    speaker: str,
+    version: str | int,
+    eval_run_id: str,
+    *,
+    data_hash: str = "",
+    tracking_uri: str | None = None,
+    policy: RetryPolicy = RetryPolicy(),
+) -> dict[str, str]:
+    """Make evaluation run ``eval_run_id`` the one the gate reads for ``version`` (a re-evaluation).
+
+    Replaces the version's ``metric.*`` tags with the run's figures and records
+    the run and the data it scored (``eval_data_hash``); the previous run stays
+    named in ``previous_eval_run_id``. Returns the tags written.
+    """
+    from mlflow import MlflowClient
+
+    from daetalker.services.mlflow_server import ensure_tracking_uri
+
+    name = model_name(speaker)
+    client = MlflowClient(tracking_uri or ensure_tracking_uri())
+    with bounded_http(policy):
+        run = call("read the evaluation run", lambda: client.get_run(eval_run_id), policy)
+        mv = call(f"read {name} v{version}", lambda: client.get_model_version(name, str(version)), policy)
+        metrics = {k: v for k, v in run.data.metrics.items() if k in (*GATE_METRICS, *INFO_METRICS)}
+        missing = [m for m in GATE_METRICS if m not in metrics]
+        if missing:
+            raise RegistryError(f"evaluation run {eval_run_id} has no {', '.join(missing)}; the gate needs "
+                                f"{', '.join(GATE_METRICS)} (fix: evaluate with `daetalker evaluate` first)")  # fmt: skip
+        previous = mv.tags.get("eval_run_id", "none")
+        if previous == eval_run_id:  # recorded before (a retried step): keep the one before it
+            previous = mv.tags.get("previous_eval_run_id", "none")
+        tags = {f"{METRIC_TAG}{k}": repr(float(v)) for k, v in metrics.items()}
+        tags |= {"eval_run_id": eval_run_id, "eval_data_hash": data_hash or "none", "previous_eval_run_id": previous}
+        for k, v in tags.items():
+            call(f"tag {name} v{version}", lambda k=k, v=v: client.set_model_version_tag(name, str(version), k, v), policy)
+    return tags

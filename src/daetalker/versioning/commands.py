@@ -1,4 +1,4 @@
-"""``daetalker data track|push|pull|status``: the dataset under DVC."""
+"""``daetalker data track|push|pull|status|checkout|publish``: the dataset under DVC."""
 
 from __future__ import annotations
 
@@ -66,5 +66,33 @@ def register(app: typer.Typer) -> None:
         for target, states in changes.items():
             typer.echo(f"{target}: {states}")
         raise typer.Exit(1)
+
+    @group.command()
+    def checkout(
+        rev: Annotated[str, typer.Argument(help="Dataset revision: the md5 data.dvc records, e.g. d1a1...e220.dir.")],
+        into: Annotated[Path, typer.Option("--into", help="Folder to make a git + DVC repo holding that data/.")],
+        state: StateOpt = None,
+    ) -> None:
+        """Materialise one dataset revision from the remote into a folder (no git history needed)."""
+        from daetalker.versioning import revision
+
+        typer.echo(str(revision.checkout(into, rev, state)))
+
+    @group.command()
+    def publish(
+        speaker: Annotated[str, typer.Option("--speaker", "-s", help="Speaker whose scheduled retraining should use it.")],
+        rev: Annotated[Optional[str], typer.Option("--rev", help="Dataset revision (default: the md5 in ROOT/data.dvc).")] = None,
+        root: RootOpt = Path("."),
+        state: StateOpt = None,
+    ) -> None:
+        """Point SPEAKER's scheduled retraining at a dataset revision (push the data first)."""
+        from daetalker.registry.audit import current_actor
+        from daetalker.registry.names import model_name
+        from daetalker.versioning import dvc_repo, revision
+
+        speaker = model_name(speaker).removeprefix("talker-")
+        remote = dvc_repo.select_remote(root, state)
+        record = revision.publish(remote, speaker, rev or dvc_repo.data_hash(root), current_actor().name)
+        typer.echo(f"{speaker}: {record['rev']} published beside {remote.describe()}")
 
     app.add_typer(group, name="data")
