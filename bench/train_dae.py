@@ -107,7 +107,8 @@ def measure(profile: str, device: torch.device, *, batch: int, optimised: bool, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per case (median reported)")
-    ap.add_argument("--cpu-batch-base128", type=int, default=2, help="base128 batch on the CPU (its 128 would take minutes)")
+    ap.add_argument("--cpu-batch-base128", type=int, default=2,
+                    help="base128 batch on the CPU (its 128 would take minutes per step)")
     ap.add_argument("--skip-cpu", action="store_true")
     ap.add_argument("--skip-gpu", action="store_true")
     args = ap.parse_args()

@@ -8,6 +8,7 @@ import torch
 from daetalker.config import DAEConfig, load_config
 from daetalker.diffusion import eps_loss, linear_schedule, q_sample
 from daetalker.models import DiffusionAutoencoder, count_parameters
+from daetalker.models.encoder import LatentNorm
 from daetalker.models.nn_blocks import AttentionBlock, norm_groups
 
 MICRO = DAEConfig(
@@ -119,3 +120,24 @@ def test_encoder_is_batch_independent():
 def test_config_rejects_sizes_that_do_not_divide():
     with pytest.raises(ValueError):
         DAEConfig(image_size=20, channel_mult=(1, 2, 2, 2), enc_channel_mult=(1, 2))
+
+
+def test_latent_norm_standardises_in_training_and_uses_calibrated_statistics_in_eval():
+    torch.manual_seed(3)
+    cfg = DAEConfig(**{**MICRO.__dict__, "latent_norm": True})
+    model = DiffusionAutoencoder.from_config(cfg)
+    frames = torch.rand(12, 3, 16, 16) * 2 - 1
+    z = model.encode(frames)  # training mode: the batch's own statistics
+    assert torch.allclose(z.mean(0), torch.zeros(16), atol=1e-4)
+    assert torch.allclose(z.var(0, unbiased=False), torch.ones(16), atol=0.02)  # eps vs raw var ~1e-4
+    raw = model.encoder(frames, normalize=False)
+    assert raw.std(0).mean() < 0.2 * raw.abs().mean()  # why it exists: raw z barely varies across frames
+
+    model.eval()
+    model.encoder.calibrate(frames, batch_size=5)
+    assert isinstance(model.encoder.latent_norm, LatentNorm)
+    with torch.no_grad():
+        z_eval = model.encode(frames)
+        assert torch.allclose(z_eval, z, atol=1e-3)  # calibrated on the same frames: same standardisation
+        one = model.encode(frames[3:4])  # eval: a frame's latent does not depend on its batch
+    assert torch.allclose(one, z_eval[3:4], atol=1e-5)

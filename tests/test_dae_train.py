@@ -33,6 +33,7 @@ MICRO = [
     "dae.latent_dim=16", "dae.dropout=0.1", "dae.batch_size=8", "dae.max_steps=24", "dae.ckpt_every=4",
     "dae.log_every=1", "dae.sample_every=0", "dae.sample_steps=3", "dae.sample_count=2", "dae.num_workers=0",
     "dae.bf16=false", "dae.channels_last=false", "dae.lr=1e-3", "dae.warmup_steps=3", "dae.ema_decay=0.9",
+    "dae.latent_norm=true", "dae.latent_calib_frames=16", "dae.min_snr_gamma=5", "dae.lr_decay_steps=24",
 ]
 CLI = str(Path(sys.executable).with_name("daetalker"))
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "OMP_NUM_THREADS": "1"}
@@ -174,19 +175,68 @@ def test_ema_update_rule():
         live.weight.add_(1.0)
     ema.update(live)
     assert torch.allclose(ema.model.weight, start + 0.1)
+    live.register_buffer("stat", torch.zeros(1))
+    keep = EMA(live, decay=0.9, copy_buffers=False)
+    live.stat.fill_(5.0)
+    keep.update(live)
+    assert keep.model.stat.item() == 0.0  # the EMA model's own buffers (e.g. calibrated latent stats)
     warm = EMA(live, decay=0.999, warmup=True)
     assert warm.current_decay() == pytest.approx(0.1)  # (1 + 0) / (10 + 0)
     warm.num_updates = 10_000
     assert warm.current_decay() == pytest.approx(0.999)
 
 
+def test_lr_schedule_warms_up_then_decays_to_zero():
+    from daetalker.train.loop import scheduled_lr
+
+    lrs = [scheduled_lr(s, 1.0, 2, 10) for s in range(11)]
+    assert lrs[:3] == [0.5, 1.0, 1.0] and lrs[10] == 0.0
+    assert all(a > b for a, b in zip(lrs[2:10], lrs[3:10]))  # monotone cosine decay
+    assert lrs[6] == pytest.approx(0.5)  # half way through the decay
+    assert [scheduled_lr(s, 1.0, 0) for s in (0, 99)] == [1.0, 1.0]  # the paper: constant
+
+
+def test_mouth_boxes_come_from_the_lip_landmarks(tmp_path):
+    from daetalker.errors import DaetalkerError
+    from daetalker.face.mesh import MOUTH
+    from daetalker.train.frames_dataset import mouth_box
+
+    data = write_fake_dataset(tmp_path, res=16, clips=(("a", 4, "train"),))
+    with pytest.raises(DaetalkerError, match="landmarks.npy"):  # names the file and the fix
+        FramesDataset(data, mouth_boxes=True)
+    marks = np.zeros((4, 468, 3), np.float32)
+    marks[:, :, :2] = 8.0  # every other landmark at the centre
+    marks[:, MOUTH[0], :2] = [4.0, 10.0]  # lips span x 4..12, y 10..12 (crop px at 16)
+    marks[:, MOUTH[1], :2] = [12.0, 12.0]
+    marks[:, MOUTH[2:], :2] = [8.0, 11.0]
+    np.save(data / "clips" / "a" / "landmarks.npy", marks)
+    x, box = FramesDataset(data, mouth_boxes=True, image_size=8)[2]
+    assert x.shape == (3, 8, 8)  # boxes are fractions of the crop, so resizing keeps them
+    # (x0, y0, x1, y1) = (4, 10, 12, 12) / 16, grown by a quarter of the size on each side
+    np.testing.assert_allclose(box.numpy(), [0.125, 0.59375, 0.875, 0.78125], atol=1e-6)
+    assert np.all(mouth_box(np.full((468, 3), 20.0), 16) <= 1.0)  # clipped to the crop
+
+
 # ----------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_training_writes_its_outputs_and_loss_falls(reference_run):
+def test_training_writes_its_outputs_and_loss_falls(data_dir, reference_run):
+    from daetalker.diffusion import eps_loss, linear_schedule, q_sample
+    from daetalker.train.dae_trainer import dae_config_from_checkpoint
+    from daetalker.models import DiffusionAutoencoder
+
     m = read_metrics(reference_run)
     assert sorted(m) == list(range(1, 25))
-    first, last = np.mean([m[s]["loss"] for s in (1, 2, 3)]), np.mean([m[s]["loss"] for s in (22, 23, 24)])
-    assert last < 0.9 * first, (first, last)  # deterministic: ~0.99 -> ~0.79
+    # the trained weights denoise a fixed batch better than the zero-output initial model (loss 1)
+    state = torch.load(reference_run / "checkpoints" / "latest.pt", weights_only=True)
+    model = DiffusionAutoencoder.from_config(dae_config_from_checkpoint(state))
+    model.load_state_dict(state["model"])
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.stack([FramesDataset(data_dir, splits=("train",))[i] for i in range(0, 40, 5)])
+    t = torch.linspace(50, 950, 8).long()
+    noise = torch.randn(x0.shape, generator=g)
+    with torch.no_grad():
+        trained = eps_loss(model(x0, q_sample(linear_schedule(), x0, t, noise), t), noise).item()
+    assert trained < 0.92 * noise.pow(2).mean().item(), trained  # measured 0.87 after 24 micro steps
     assert (reference_run / "samples" / "step_00000024.png").is_file()
     result = json.loads((reference_run / "result.json").read_text())
     assert result["final_step"] == 24 and result["metrics"]["images_per_s"] > 0
@@ -222,13 +272,14 @@ def test_sigkill_then_resume_is_bitwise_identical(data_dir, reference_run, tmp_p
         flat_ref, flat_got = _flatten(ref[part]), _flatten(got[part])
         assert flat_ref.keys() == flat_got.keys()
         for k in flat_ref:
-            assert torch.equal(flat_ref[k], flat_got[k]) if torch.is_tensor(flat_ref[k]) else flat_ref[k] == flat_got[k], (
-                f"{part}.{k} differs after a kill at step {kill_at}"
-            )
-    # the loss curve on disk is the uninterrupted one, without duplicates
-    assert read_metrics(tmp_path) == read_metrics(reference_run) or all(
-        read_metrics(tmp_path)[s]["loss"] == read_metrics(reference_run)[s]["loss"] for s in range(1, 25)
-    )
+            a, b = flat_ref[k], flat_got[k]
+            assert torch.equal(a, b) if torch.is_tensor(a) else a == b, f"{part}.{k} differs after a kill at {kill_at}"
+    # the loss curve on disk is the uninterrupted one: one line per step, no duplicates from the killed run
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if x]
+    assert [m["step"] for m in lines if "loss" in m] == list(range(1, 25))
+    assert {s: m["loss"] for s, m in read_metrics(tmp_path).items()} == {
+        s: m["loss"] for s, m in read_metrics(reference_run).items()
+    }
 
 
 def _flatten(obj, prefix=""):
@@ -294,7 +345,8 @@ def test_extract_latents_layout_and_values(data_dir, reference_run, tmp_path):
     frames = FramesDataset(data_dir, splits=("val",))
     with torch.no_grad():
         direct = model.encode(torch.stack([frames[i] for i in (0, 11)])).numpy()
-    np.testing.assert_allclose(lat["c"][[0, 11]], direct, atol=1e-5)
+    # the latent norm divides by a small raw std, which magnifies batch-size-dependent fp32 rounding
+    np.testing.assert_allclose(lat["c"][[0, 11]], direct, atol=1e-4)
     assert np.abs(lat["c"][0] - lat["c"][5]).max() > 1e-4  # frames differ, latents differ
 
     ema_w = torch.load(ckpt, weights_only=True)["ema"]["model"]["encoder.out_proj.weight"]

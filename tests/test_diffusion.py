@@ -9,15 +9,18 @@ import torch
 
 from daetalker.config import DAEConfig
 from daetalker.diffusion import (
+    box_weights,
     ddim_invert,
     ddim_sample,
     ddim_step,
     ddim_timesteps,
+    eps_from_v,
     eps_loss,
     linear_schedule,
     min_snr_weights,
     predict_x0,
     q_sample,
+    v_target,
 )
 from daetalker.models import DiffusionAutoencoder
 
@@ -77,6 +80,41 @@ def test_eps_loss_is_mse_and_min_snr_reweights_it():
     assert w[0].item() == pytest.approx(5.0 / snr0, rel=1e-4)  # nearly clean: heavily down-weighted
     assert w[2:].tolist() == [1.0, 1.0]  # SNR <= 5: the plain eps loss
     assert 0 < w[1].item() < 1
+    # v-prediction: the same weight on the x0 error, min(SNR, gamma), so min(SNR, gamma) / (SNR + 1)
+    wv = min_snr_weights(SCHED, torch.tensor([0, 999]), gamma=5.0, prediction="v")
+    assert wv[0].item() == pytest.approx(5.0 / (snr0 + 1), rel=1e-4)
+    a999 = float(SCHED.alphas_cumprod[999])
+    assert wv[1].item() == pytest.approx((a999 / (1 - a999)) / (a999 / (1 - a999) + 1), rel=1e-4)
+
+
+def test_v_prediction_round_trips_to_the_noise_and_x0():
+    g = torch.Generator().manual_seed(5)
+    x0, noise = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1, torch.randn(4, 3, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    a = SCHED.alpha_bar(t, x0)
+    x_t = q_sample(SCHED, x0, t, noise)
+    v = v_target(x0, noise, a)
+    eps = eps_from_v(x_t, v, a)
+    torch.testing.assert_close(eps, noise, atol=2e-5, rtol=0)  # a perfect v model is a perfect eps model
+    torch.testing.assert_close(predict_x0(x_t[:3], eps[:3], a[:3]), x0[:3], atol=1e-3, rtol=0)
+    # at t = T-1 eps-prediction cannot give x0 (it divides by sqrt(a) ~ 0.006) but v can: x0 = sqrt(a) x_t - sqrt(1-a) v
+    torch.testing.assert_close(a.sqrt() * x_t - (1 - a).sqrt() * v, x0, atol=1e-5, rtol=0)
+
+
+def test_pixel_weights_make_a_weighted_mean_and_box_weights_cover_the_box():
+    w = box_weights(torch.tensor([[0.25, 0.5, 0.5, 1.0], [0.0, 0.0, 0.0, 0.0]]), 4, extra=3.0)
+    assert w.shape == (2, 1, 4, 4)
+    # pixel centres 0.125, 0.375, 0.625, 0.875: columns 1 (x in [.25, .5]), rows 2-3 (y in [.5, 1])
+    expect = torch.ones(4, 4)
+    expect[2:, 1] = 4.0
+    assert torch.equal(w[0, 0], expect) and torch.equal(w[1, 0], torch.ones(4, 4))  # empty box: plain
+    pred, target = torch.zeros(2, 3, 4, 4), torch.zeros(2, 3, 4, 4)
+    target[:, :, 2:, 1] = 1.0  # errors only inside sample 0's box
+    per0 = (4.0 * 2) / (4.0 * 2 + 14)  # weighted mean over one channel's pixels (all channels alike)
+    per1 = 2 / 16
+    assert eps_loss(pred, target, pixel_weights=w).item() == pytest.approx((per0 + per1) / 2, rel=1e-6)
+    assert eps_loss(pred, target, torch.tensor([1.0, 0.0]), w).item() == pytest.approx(per0 / 2, rel=1e-6)
+    assert eps_loss(pred, target).item() == pytest.approx(2 / 16)
 
 
 def _point_mass_eps(c: torch.Tensor):

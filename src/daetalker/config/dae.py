@@ -22,16 +22,30 @@ class DAEConfig:
     attn_heads: int = 1
     embed_dim: int = 512  # time embedding width (sinusoid(base_channels) -> MLP -> embed_dim)
     latent_dim: int = 512  # semantic latent z
+    # standardise z per dimension inside the encoder (see models/encoder.py). Not in diffae: without
+    # it the encoder collapses to a constant z on one speaker's frames (measured), so it is on.
+    latent_norm: bool = True
+    latent_calib_frames: int = 512  # training frames that set the EMA encoder's z statistics
     dropout: float = 0.1
     # --- diffusion ---
     timesteps: int = 1000
     beta_start: float = 1e-4
     beta_end: float = 0.02
-    # eps-MSE weighting: 0 = the paper's plain mean; gamma > 0 = Min-SNR-gamma (default off)
+    # what the UNet predicts: "eps" (the paper) or "v" = sqrt(a) eps - sqrt(1-a) x0 (default off).
+    # Under eps-MSE the x0 error at high noise weighs ~SNR -> 0, so nothing asks z for the mouth there;
+    # v puts weight ~1 on it and the decoder must read the mouth from z (measured: docs/dae.md).
+    prediction: str = "eps"
+    # MSE weighting: 0 = the paper's plain mean; gamma > 0 = Min-SNR-gamma (default off)
     min_snr_gamma: float = 0.0
+    # extra per-pixel loss weight inside each frame's mouth box (Face Mesh lips; default 0 = the paper).
+    # The lips are ~1% of a loose head crop, so at small sizes and short budgets z learns pose long
+    # before it learns the mouth, which is what speech2latent needs most (measured: docs/dae.md).
+    mouth_weight: float = 0.0
     # --- optimisation ---
     lr: float = 1e-4
     warmup_steps: int = 0  # linear LR warm-up (default; diffae used 5000 on long runs)
+    # cosine LR decay to 0 at this step; 0 = constant LR (the paper). Short CPU budgets gain from it.
+    lr_decay_steps: int = 0
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
     # decay_n = min(ema_decay, (1 + n) / (10 + n)): lets short runs use a useful EMA (default off)
@@ -68,5 +82,9 @@ class DAEConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
             raise ValueError("need 0 < beta_start < beta_end < 1")
+        if self.mouth_weight < 0:
+            raise ValueError(f"mouth_weight must be >= 0, got {self.mouth_weight}")
+        if self.prediction not in ("eps", "v"):
+            raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
         if not 1 <= self.sample_steps <= self.timesteps:
             raise ValueError(f"sample_steps must be in [1, timesteps], got {self.sample_steps}")

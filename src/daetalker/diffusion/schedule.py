@@ -45,26 +45,54 @@ def sample_timesteps(schedule: NoiseSchedule, n: int, generator: torch.Generator
     return torch.randint(0, schedule.num_timesteps, (n,), generator=generator, device=generator.device)
 
 
-def eps_loss(eps_pred: torch.Tensor, noise: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """The simple DDPM objective: MSE between predicted and true noise, mean over everything.
+def eps_loss(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None,
+    pixel_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The simple DDPM objective: MSE between the prediction and its target (the noise, or v).
 
-    ``weights`` (B,) rescales each sample's MSE (e.g. ``min_snr_weights``); None is the plain mean.
+    ``weights`` (B,) rescales each sample's MSE (e.g. ``min_snr_weights``); ``pixel_weights``
+    (B, 1, H, W) makes each sample's MSE a weighted mean over its pixels. None: plain means.
     """
-    if weights is None:
-        return F.mse_loss(eps_pred.float(), noise.float())
-    per_sample = (eps_pred.float() - noise.float()).pow(2).flatten(1).mean(1)
-    return (weights.float() * per_sample).mean()
+    err = (pred.float() - target.float()).pow(2)
+    if pixel_weights is None:
+        per_sample = err.flatten(1).mean(1)
+    else:
+        w = pixel_weights.float().expand_as(err).flatten(1)
+        per_sample = (w * err.flatten(1)).sum(1) / w.sum(1)
+    return per_sample.mean() if weights is None else (weights.float() * per_sample).mean()
 
 
-def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """Min-SNR-gamma weights for eps-prediction, min(SNR, gamma) / SNR (Hang et al., ICCV 2023).
+def box_weights(boxes: torch.Tensor, size: int, extra: float) -> torch.Tensor:
+    """(B, 1, size, size) pixel weights: 1, plus ``extra`` inside each box (B, 4) = (x0, y0, x1, y1) in [0, 1]."""
+    centres = (torch.arange(size, device=boxes.device, dtype=torch.float32) + 0.5) / size  # pixel centres
+    b = boxes.float()
+    inside_x = (centres >= b[:, 0:1]) & (centres <= b[:, 2:3])  # (B, size)
+    inside_y = (centres >= b[:, 1:2]) & (centres <= b[:, 3:4])
+    inside = inside_y[:, :, None] & inside_x[:, None, :]  # (B, H, W)
+    return (1.0 + extra * inside.float()).unsqueeze(1)
 
-    1 wherever SNR <= gamma; below 1 at the nearly clean, easy timesteps that otherwise
-    dominate the gradient, so training spends itself on the noisy ones where z matters.
+
+def min_snr_weights(schedule: NoiseSchedule, t: torch.Tensor, gamma: float, prediction: str = "eps") -> torch.Tensor:
+    """Min-SNR-gamma weights (Hang et al., ICCV 2023): min(SNR, gamma) / SNR for eps-prediction,
+    min(SNR, gamma) / (SNR + 1) for v-prediction.
+
+    Both equal a weight of min(SNR, gamma) on the x0 error: the nearly clean, easy timesteps
+    that otherwise dominate the gradient count less, so training spends itself on the noisy ones.
     """
     a = schedule.alphas_cumprod.to(t.device)[t]
     snr = a / (1.0 - a)
-    return (snr.clamp(max=gamma) / snr).float()
+    return (snr.clamp(max=gamma) / (snr if prediction == "eps" else snr + 1.0)).float()
+
+
+def v_target(x0: torch.Tensor, noise: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """v = sqrt(a) eps - sqrt(1 - a) x0 (Salimans & Ho 2022), the target of v-prediction."""
+    return alpha_bar.sqrt() * noise - (1.0 - alpha_bar).sqrt() * x0
+
+
+def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:
+    """The noise implied by a v-prediction: eps = sqrt(a) v + sqrt(1 - a) x_t."""
+    return alpha_bar.sqrt() * v + (1.0 - alpha_bar).sqrt() * x_t
 
 
 def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: torch.Tensor) -> torch.Tensor:

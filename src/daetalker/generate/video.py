@@ -91,7 +91,7 @@ def decode_latents(
 
     def eps(x: torch.Tensor, t: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
         with autocast(device, bf16):
-            return dae.unet(x, t, zb).float()
+            return dae.eps(x, t, zb).float()
 
     for i in range(0, len(z), batch_size):
         zb = z[i : i + batch_size].to(device)

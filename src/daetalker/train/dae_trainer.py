@@ -29,7 +29,9 @@ from torch.utils.data import DataLoader
 from daetalker.config import Config
 from daetalker.config.base import from_dict
 from daetalker.config.dae import DAEConfig
-from daetalker.diffusion import NoiseSchedule, eps_loss, linear_schedule, min_snr_weights, q_sample
+from daetalker.diffusion import (
+    NoiseSchedule, box_weights, eps_loss, linear_schedule, min_snr_weights, q_sample, v_target,
+)
 from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
 from daetalker.models import DiffusionAutoencoder, count_parameters
 from daetalker.train import checkpoint as ckpt_io
@@ -44,7 +46,7 @@ from daetalker.train.loop import (
     default_logger,
     rng_state,
     set_rng_state,
-    warmup_lr,
+    scheduled_lr,
 )
 from daetalker.train.reconstruction import psnr, recon_grid, reconstruct
 from daetalker.train.sampler import ResumableShardedSampler
@@ -54,7 +56,7 @@ log = logging.getLogger(__name__)
 # Fields that fix the network's shape: a checkpoint only resumes into the same ones.
 ARCH_FIELDS = (
     "image_size", "base_channels", "channel_mult", "enc_channel_mult", "num_res_blocks",
-    "enc_num_res_blocks", "attn_resolutions", "attn_heads", "embed_dim", "latent_dim",
+    "enc_num_res_blocks", "attn_resolutions", "attn_heads", "embed_dim", "latent_dim", "latent_norm", "prediction",
 )
 
 
@@ -66,7 +68,10 @@ class TrainResult:
 
 
 def dae_config_from_checkpoint(state: dict[str, Any]) -> DAEConfig:
-    return from_dict(DAEConfig, state["dae_config"])
+    saved = dict(state["dae_config"])
+    saved.setdefault("latent_norm", False)  # checkpoints older than these options
+    saved.setdefault("prediction", "eps")
+    return from_dict(DAEConfig, saved)
 
 
 def load_dae(path: Path, device: str | torch.device = "cpu") -> tuple[DiffusionAutoencoder, DAEConfig]:
@@ -94,7 +99,8 @@ def _build(dcfg: DAEConfig, dev: torch.device) -> _State:
     model = DiffusionAutoencoder.from_config(dcfg).to(dev)
     if dcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ema = EMA(model, decay=dcfg.ema_decay, warmup=dcfg.ema_warmup)
+    # buffers are the EMA encoder's own latent statistics (see _calibrate), not the live model's
+    ema = EMA(model, decay=dcfg.ema_decay, warmup=dcfg.ema_warmup, copy_buffers=False)
     opt = torch.optim.Adam(model.parameters(), lr=dcfg.lr, weight_decay=0.0, fused=dev.type == "cuda")
     return _State(model, ema, opt, torch.Generator(device=dev).manual_seed(dcfg.seed + 1))
 
@@ -115,7 +121,7 @@ def _checkpoint(st: _State, cfg: Config, dev: torch.device, world_size: int) -> 
 
 
 def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path) -> None:
-    saved, now = state["dae_config"], cfg.__dict__
+    saved, now = dae_config_from_checkpoint(state).__dict__, cfg.__dict__
     diff = [k for k in ARCH_FIELDS if list(np.atleast_1d(saved[k])) != list(np.atleast_1d(now[k]))]
     if diff:
         raise CheckpointError(
@@ -151,10 +157,14 @@ def _restore(st: _State, ckpt_dir: Path, resume: bool, dcfg: DAEConfig, info: Di
     log.info("resumed from %s at step %d", chosen, st.step)
 
 
-def _batches(data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int) -> Iterator[torch.Tensor]:
-    """This rank's endless stream of (B/W, 3, R, R) batches, positioned at ``start_step``."""
+def _batches(
+    data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """This rank's endless stream of (frames (B/W, 3, R, R), mouth boxes (B/W, 4) or None),
+    positioned at ``start_step``."""
     per_rank = dcfg.batch_size // info.world_size
-    dataset = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size)
+    dataset = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size,
+                            mouth_boxes=dcfg.mouth_weight > 0)
     sampler = ResumableShardedSampler(
         len(dataset), rank=info.rank, world_size=info.world_size, seed=dcfg.seed, start=start_step * per_rank
     )
@@ -165,13 +175,29 @@ def _batches(data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int) -
         # or a resumed run's dropout masks would shift by one draw
         generator=torch.Generator().manual_seed(dcfg.seed),
     )
-    yield from loader  # the sampler never ends
+    for batch in loader:  # the sampler never ends
+        yield (batch[0], batch[1]) if dcfg.mouth_weight > 0 else (batch, None)
+
+
+def _calibrate(st: _State, data_dir: Path, dcfg: DAEConfig, dev: torch.device) -> None:
+    """Set the EMA encoder's latent statistics from a fixed, evenly spaced set of training frames."""
+    if not dcfg.latent_norm:
+        return
+    ds = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size)
+    idx = np.linspace(0, len(ds) - 1, min(dcfg.latent_calib_frames, len(ds))).round().astype(int)
+    frames = torch.stack([ds[int(i)] for i in idx]).to(dev)
+    if dcfg.channels_last:
+        frames = frames.contiguous(memory_format=torch.channels_last)
+    with autocast(dev, dcfg.bf16):
+        st.ema.model.encoder.calibrate(frames)
 
 
 def _step(
-    st: _State, forward: Any, x0: torch.Tensor, sched: NoiseSchedule, dcfg: DAEConfig, info: DistInfo
+    st: _State, forward: Any, x0: torch.Tensor, boxes: torch.Tensor | None, sched: NoiseSchedule,
+    dcfg: DAEConfig, info: DistInfo,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One optimisation step on this rank's x0 (B/W, 3, R, R); returns (loss, grad norm, lr)."""
+    """One optimisation step on this rank's x0 (B/W, 3, R, R) with its mouth boxes (B/W, 4) when the
+    loss weights the mouth; returns (loss, grad norm, lr)."""
     dev, per_rank = info.device, x0.shape[0]
     # The whole global batch's t and noise, identical on every rank; this rank takes its slice.
     t_all = torch.randint(0, dcfg.timesteps, (dcfg.batch_size,), generator=st.noise_gen, device=dev)
@@ -182,13 +208,15 @@ def _step(
     if dcfg.channels_last:
         x0, x_t = (v.contiguous(memory_format=torch.channels_last) for v in (x0, x_t))
 
-    lr = warmup_lr(st.step, dcfg.lr, dcfg.warmup_steps)
+    lr = scheduled_lr(st.step, dcfg.lr, dcfg.warmup_steps, dcfg.lr_decay_steps)
     for group in st.opt.param_groups:
         group["lr"] = lr
     with autocast(dev, dcfg.bf16):
-        eps = forward(x0, x_t, t)
-    weights = min_snr_weights(sched, t, dcfg.min_snr_gamma) if dcfg.min_snr_gamma > 0 else None
-    loss = eps_loss(eps, noise, weights)
+        pred = forward(x0, x_t, t)
+    target = noise if dcfg.prediction == "eps" else v_target(x0.float(), noise, sched.alpha_bar(t, noise))
+    weights = min_snr_weights(sched, t, dcfg.min_snr_gamma, dcfg.prediction) if dcfg.min_snr_gamma > 0 else None
+    pixels = box_weights(boxes, dcfg.image_size, dcfg.mouth_weight) if boxes is not None else None
+    loss = eps_loss(pred, target, weights, pixels)
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(st.model.parameters(), dcfg.grad_clip)
@@ -259,8 +287,10 @@ def _train(
     t_begin = time.perf_counter()
     st.model.train()
     while st.step < dcfg.max_steps:
-        x0 = next(batches).to(dev, non_blocking=True)
-        loss, grad_norm, lr = _step(st, forward, x0, sched, dcfg, info)
+        x0, boxes = next(batches)
+        x0 = x0.to(dev, non_blocking=True)
+        boxes = boxes.to(dev) if boxes is not None else None
+        loss, grad_norm, lr = _step(st, forward, x0, boxes, sched, dcfg, info)
         loss_sum += loss
         window += 1
         meter.add(dcfg.batch_size)
@@ -278,16 +308,22 @@ def _train(
                 metrics_file.write(done, last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
 
-        if info.is_main and (final or (dcfg.sample_every > 0 and done % dcfg.sample_every == 0)):
+        want_sample = final or (dcfg.sample_every > 0 and done % dcfg.sample_every == 0)
+        want_ckpt = final or done % dcfg.ckpt_every == 0
+        if info.is_main and (want_sample or want_ckpt):
+            _calibrate(st, data_dir, dcfg, dev)
+        if info.is_main and want_sample:
             recon = _log_reconstructions(st.ema.model, held_out, dcfg, done, out_dir, logger)
             last.update(recon)
             metrics_file.write(done, recon)
 
-        if done % dcfg.ckpt_every == 0 or final:
+        if want_ckpt:
             if info.is_main:
                 ckpt_io.save_checkpoint(_checkpoint(st, cfg, dev, info.world_size), ckpt_dir, done,
                                         keep=dcfg.keep_checkpoints)
             barrier(info)
+        if want_sample or want_ckpt:
+            meter.reset()  # images/s measures training only
     bar.close()
 
     last["train_seconds"] = time.perf_counter() - t_begin

@@ -13,12 +13,15 @@ class EMA:
     """Keeps a frozen copy of ``model`` whose parameters trail the live ones.
 
     ``decay_n = min(decay, (1 + n) / (10 + n))`` when ``warmup`` is on, so a
-    short run is not dominated by its random initialisation. Buffers are copied.
+    short run is not dominated by its random initialisation. Buffers are copied
+    from the live model unless ``copy_buffers`` is off (the DAE's latent
+    statistics belong to the EMA encoder itself and are calibrated on it).
     """
 
-    def __init__(self, model: nn.Module, *, decay: float, warmup: bool = False) -> None:
+    def __init__(self, model: nn.Module, *, decay: float, warmup: bool = False, copy_buffers: bool = True) -> None:
         self.decay = decay
         self.warmup = warmup
+        self.copy_buffers = copy_buffers
         self.num_updates = 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
 
@@ -36,8 +39,9 @@ class EMA:
         assert len(ema_params) == len(live_params)
         # ema = d * ema + (1 - d) * live, on all tensors at once
         torch._foreach_lerp_(ema_params, live_params, 1.0 - d)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+        if self.copy_buffers:
+            for b_ema, b in zip(self.model.buffers(), model.buffers()):
+                b_ema.copy_(b)
         self.num_updates += 1
 
     def state_dict(self) -> dict[str, Any]:

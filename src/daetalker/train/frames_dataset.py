@@ -37,6 +37,21 @@ def frames_path(data_dir: Path, clip_id: str) -> Path:
     return Path(data_dir) / "clips" / str(clip_id) / "frames.npy"
 
 
+def landmarks_path(data_dir: Path, clip_id: str) -> Path:
+    return Path(data_dir) / "clips" / str(clip_id) / "landmarks.npy"
+
+
+def mouth_box(landmarks: np.ndarray, crop_size: int, pad: float = 0.25) -> np.ndarray:
+    """float32 (4,) = (x0, y0, x1, y1) in [0, 1] of the crop: the lips' box from Face Mesh
+    landmarks (468, 3) in crop pixels, grown by ``pad`` of its size on each side (lip motion)."""
+    from daetalker.face.mesh import MOUTH
+
+    lips = np.asarray(landmarks, dtype=np.float64)[MOUTH, :2] / crop_size
+    lo, hi = lips.min(0), lips.max(0)
+    grow = pad * (hi - lo)
+    return np.clip(np.concatenate([lo - grow, hi + grow]), 0.0, 1.0).astype(np.float32)
+
+
 def to_model_range(frames: np.ndarray | torch.Tensor, image_size: int | None = None) -> torch.Tensor:
     """uint8 (..., R, R, 3) RGB -> float32 (..., 3, S, S) in [-1, 1], resized to S if given."""
     x = torch.as_tensor(np.asarray(frames))
@@ -56,10 +71,12 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 class FramesDataset(Dataset):
-    """Every frame of the clips in ``splits``; item i -> float32 (3, S, S) in [-1, 1]."""
+    """Every frame of the clips in ``splits``; item i -> float32 (3, S, S) in [-1, 1], or with
+    ``mouth_boxes`` the pair (frame, its mouth box (4,) in [0, 1], see :func:`mouth_box`)."""
 
     def __init__(
-        self, data_dir: Path, *, splits: Iterable[str] | None = ("train",), image_size: int | None = None
+        self, data_dir: Path, *, splits: Iterable[str] | None = ("train",), image_size: int | None = None,
+        mouth_boxes: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         df = read_manifest(self.data_dir)
@@ -76,7 +93,16 @@ class FramesDataset(Dataset):
                 raise DaetalkerError(f"{frames_path(self.data_dir, cid)}: frames missing for a manifest clip")
         self.offsets = np.cumsum([0] + self.n_frames)  # frame i of the dataset lives in clip searchsorted(i)
         self.image_size = image_size
+        self.mouth_boxes = mouth_boxes
+        if mouth_boxes:
+            for cid in self.clip_ids:
+                if not landmarks_path(self.data_dir, cid).is_file():
+                    raise DaetalkerError(
+                        f"{landmarks_path(self.data_dir, cid)}: missing; the mouth-weighted loss needs the "
+                        "landmarks `daetalker preprocess` writes (re-run it, or set dae.mouth_weight=0)"
+                    )
         self._arrays: dict[int, np.ndarray] = {}
+        self._landmarks: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -100,12 +126,19 @@ class FramesDataset(Dataset):
             self._arrays[clip] = arr
         return arr
 
-    def __getitem__(self, index: int) -> torch.Tensor:
+    def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         clip, frame = self.locate(index)
-        return to_model_range(np.array(self.clip_frames(clip)[frame]), self.image_size)
+        frames = self.clip_frames(clip)
+        x = to_model_range(np.array(frames[frame]), self.image_size)
+        if not self.mouth_boxes:
+            return x
+        marks = self._landmarks.get(clip)
+        if marks is None:
+            marks = self._landmarks[clip] = np.load(landmarks_path(self.data_dir, self.clip_ids[clip]), mmap_mode="r")
+        return x, torch.from_numpy(mouth_box(marks[frame], frames.shape[1]))
 
     def __getstate__(self) -> dict:
         # DataLoader workers re-open the memory maps themselves.
         state = dict(self.__dict__)
-        state["_arrays"] = {}
+        state["_arrays"], state["_landmarks"] = {}, {}
         return state

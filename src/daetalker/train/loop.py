@@ -7,6 +7,7 @@ helpers only remove repetition between them.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from typing import Any, Protocol
 
@@ -83,9 +84,20 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     """Linear warm-up from base_lr / warmup_steps to base_lr over the first warmup_steps updates."""
-    if warmup_steps <= 0:
+    return scheduled_lr(step, base_lr, warmup_steps)
+
+
+def scheduled_lr(step: int, base_lr: float, warmup_steps: int, decay_steps: int = 0) -> float:
+    """LR of update ``step`` (0-based): linear warm-up, then constant, or cosine to 0 at ``decay_steps``.
+
+    A pure function of the step, so a resumed run follows the same schedule.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if decay_steps <= 0:
         return base_lr
-    return base_lr * min(1.0, (step + 1) / warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / max(1, decay_steps - warmup_steps))
+    return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:
@@ -112,6 +124,10 @@ class Throughput:
 
     def add(self, n: int) -> None:
         self.count += n
+
+    def reset(self) -> None:
+        """Start a new window (e.g. after sampling or checkpointing, which is not training)."""
+        self.count, self.t0 = 0, time.perf_counter()
 
     def rate(self) -> float:
         if self.device.type == "cuda":

@@ -37,7 +37,7 @@ def reconstruct(
 
     def eps(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with autocast(device, bf16):
-            return model.unet(x, t, z)
+            return model.eps(x, t, z)
 
     with autocast(device, bf16):
         z = model.encode(x0).float()
