@@ -32,6 +32,8 @@ from typing import Iterator
 
 import pytest
 
+import daetalker  # noqa: F401  (sets OMP_WAIT_POLICY before any test module loads torch)
+
 _CLEARED = (
     "MLFLOW_TRACKING_URI",
     "MLFLOW_EXPERIMENT_NAME",
