@@ -78,8 +78,8 @@ def evaluated(tmp_path_factory):
 def test_metrics_json_has_gate_keys_ground_truth_and_per_clip(evaluated) -> None:
     _, weights, result = evaluated
     m = json.loads(result.metrics_path.read_text())
-    for key in ("lse_c", "lse_d", "fid", "pose_mae", "m_lmd", "beat_align", "pose_std", "av_offset",
-                "mouth_pearson", "syncnet_sha256", "encoding", "ground_truth", "per_clip"):
+    for key in ("lse_c", "lse_d", "lse_d0", "lse_c0", "av_offset_abs", "fid", "pose_mae", "m_lmd", "beat_align",
+                "pose_std", "av_offset", "mouth_pearson", "syncnet_sha256", "encoding", "ground_truth", "per_clip"):
         assert key in m, key
     assert isinstance(m["lse_d"], float) and isinstance(m["fid"], float) and m["fid"] >= 0
     assert m["clips"] == 2 and len(m["per_clip"]) == 2
@@ -114,6 +114,9 @@ def test_ground_truth_row_equals_metrics_computed_directly(evaluated) -> None:
     direct = mean_lse(lses)
     assert gt["lse_d"] == pytest.approx(direct["lse_d"], rel=1e-9)
     assert gt["lse_c"] == pytest.approx(direct["lse_c"], rel=1e-9)
+    assert gt["lse_d0"] == pytest.approx(direct["lse_d0"], rel=1e-9)
+    assert gt["lse_c0"] == pytest.approx(direct["lse_c0"], abs=1e-9)
+    assert gt["av_offset_abs"] == pytest.approx(direct["av_offset_abs"])
     assert gt["pose_std"] == pytest.approx(np.mean(stds), rel=1e-6)
     assert gt["beat_align"] == pytest.approx(np.mean(bas), rel=1e-9)
     assert gt["fid"] == pytest.approx(fid_from_features(np.concatenate(first), np.concatenate(second)), rel=1e-6)
@@ -121,7 +124,7 @@ def test_ground_truth_row_equals_metrics_computed_directly(evaluated) -> None:
 
 
 def _numbers(m: dict) -> list[str]:
-    keys = ("lse_d", "lse_c", "fid", "pose_std", "beat_align")
+    keys = ("lse_d", "lse_c", "lse_d0", "lse_c0", "av_offset_abs", "fid", "pose_std", "beat_align")
     out = [fmt(m[k]) for k in keys if m.get(k) is not None]
     out += [fmt(m["ground_truth"][k]) for k in keys if m["ground_truth"].get(k) is not None]
     out += [fmt(v) for v in m["champion"].values()]

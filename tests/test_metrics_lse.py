@@ -61,6 +61,7 @@ def test_lse_hand_computed_in_sync() -> None:
     assert r.lse_d == pytest.approx(0.0, abs=2e-6)
     assert r.lse_c == pytest.approx(1.0, abs=2e-6)
     assert r.offset == 0 and r.n_windows == 3
+    assert r.lse_d0 == r.lse_d and r.lse_c0 == pytest.approx(r.lse_c)  # in sync: offset 0 is the best offset
     assert r.offsets.tolist() == [1, 0, -1]
     assert r.frame_dists.shape == (3, 3)
 
@@ -74,6 +75,9 @@ def test_lse_hand_computed_audio_ahead_gives_positive_offset() -> None:
     assert r.offset == 1
     assert r.lse_d == pytest.approx(1 / 3, abs=2e-6)
     assert r.lse_c == pytest.approx(2 / 3, abs=2e-6)
+    # read at offset 0 instead: D(0) = 1, the median -> LSE-C at 0 is 0
+    assert r.lse_d0 == pytest.approx(1.0, abs=2e-6) and r.lse_c0 == pytest.approx(0.0, abs=2e-6)
+    assert r.as_dict()["lse_d0"] == r.lse_d0 and r.as_dict()["lse_c0"] == r.lse_c0
 
 
 def test_lse_offset_recovers_a_known_shift_of_embeddings() -> None:
@@ -141,9 +145,10 @@ def test_lse_slices_windows_as_the_protocol() -> None:
 
 
 def test_mean_lse_refuses_mixed_weights() -> None:
-    a = LseResult(8.0, 2.0, 0, np.zeros(31), "aaa")
-    b = LseResult(6.0, 4.0, 1, np.zeros(31), "aaa")
-    assert mean_lse([a, b]) == {"lse_d": 7.0, "lse_c": 3.0, "syncnet_sha256": "aaa", "videos": 2}
+    a = LseResult(8.0, 2.0, 0, np.r_[np.full(15, 10.0), 8.0, np.full(15, 10.0)], "aaa")
+    b = LseResult(6.0, 4.0, -3, np.r_[np.full(12, 10.0), 6.0, 10.0, 10.0, 9.0, np.full(15, 10.0)], "aaa")
+    assert mean_lse([a, b]) == {"lse_d": 7.0, "lse_c": 3.0, "lse_d0": 8.5, "lse_c0": 1.5, "av_offset_abs": 1.5,
+                                "syncnet_sha256": "aaa", "videos": 2}
     with pytest.raises(AssertionError, match="different SyncNet weights"):
         mean_lse([a, LseResult(6.0, 4.0, 1, np.zeros(31), "bbb")])
     assert a.as_dict()["syncnet_sha256"] == "aaa"

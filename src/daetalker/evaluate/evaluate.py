@@ -19,6 +19,9 @@ estimators preprocessing labels the dataset with (``data.preprocess``'s pass
 size. Frames where no face is found are left out of those metrics and counted
 (``face_found_rate``).
 
+LSE-D / LSE-C are the protocol's (best offset); LSE-D / LSE-C at offset 0 read the
+same D(k) at the offset the talker actually plays (``lse.py``), so a talker whose
+lips lag its audio is not scored as in sync.
 LSE numbers name the SyncNet weights (``syncnet_sha256``) and the encoding
 (``encoding``: read back from the x264 settings the mp4 carries).
 """
@@ -215,6 +218,7 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+LSE_KEYS = ("lse_d", "lse_c", "lse_d0", "lse_c0", "av_offset_abs")  # of mean_lse; see lse.py on the offset-0 pair
 CLIP_KEYS = ("pose_std", "pose_std_yaw", "pose_std_pitch", "pose_std_roll", "beat_align", "pose_mae", "m_lmd",
              "mouth_pearson", "face_found_rate")
 
@@ -223,8 +227,8 @@ def aggregate(lse_results: list, rows: list[dict[str, Any]], fid_value: float | 
     """Mean over clips (LSE via ``mean_lse``: one weights hash), FID of the pooled frames."""
     from daetalker.evaluate.lse import mean_lse
 
-    out: dict[str, Any] = {k: v for k, v in mean_lse(lse_results).items() if k in ("lse_d", "lse_c")}
-    out["av_offset"] = float(np.mean([r.offset for r in lse_results]))
+    out: dict[str, Any] = {k: v for k, v in mean_lse(lse_results).items() if k in LSE_KEYS}
+    out["av_offset"] = float(np.mean([r.offset for r in lse_results]))  # signed: a talker's systematic lag
     out["fid"] = _nan_to_none(fid_value) if fid_value is not None else None
     for k in CLIP_KEYS:
         out[k] = _mean(rows, k)

@@ -13,6 +13,15 @@ Protocol (method.md section 6; the Wav2Lip evaluation scripts run it with vshift
 4. D[j] = mean_i d[i, j]; LSE-D = min_j D[j]; LSE-C = median_j D[j] - LSE-D.
 5. AV offset = vshift - argmin_j D[j].
 
+LSE-D and LSE-C take the best offset, so they score how well lips and sound match
+*once re-aligned*: audio 10 frames out of sync scores almost as well as in-sync
+audio (it only loses the windows whose partners fall into the zero padding), and
+the AV offset is what reveals the shift. A talker must be in sync as it plays, so
+the same columns are also read at offset 0 (this project's addition, not part of
+the protocol): **LSE-D at 0** = D(0) and **LSE-C at 0** = median_k D(k) - D(0).
+For a synced video they equal LSE-D / LSE-C; a shifted track raises D(0) to the
+off-sync level and drops LSE-C at 0 to about 0, while the AV offset names the shift.
+
 Sign convention of the offset (from step 5): offset = i - a, where lip window i
 best matches audio window a. A positive offset means the audio runs *ahead* of
 the video by that many frames (the sound of frame i is heard at frame i - offset);
@@ -49,14 +58,24 @@ class LseResult:
     frame_dists: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False)  # (n_windows, 2 vshift + 1)
 
     @property
+    def lse_d0(self) -> float:
+        """D(0): the mean distance with the audio as it is muxed (lower is better)."""
+        return float(self.dists[(len(self.dists) - 1) // 2])
+
+    @property
+    def lse_c0(self) -> float:
+        """median_k D(k) - D(0): LSE-C's confidence read at offset 0 (higher is better)."""
+        return float(np.median(self.dists)) - self.lse_d0
+
+    @property
     def offsets(self) -> np.ndarray:
         """(2 vshift + 1,) the AV offset of each entry of ``dists``."""
         vshift = (len(self.dists) - 1) // 2
         return vshift - np.arange(len(self.dists))
 
     def as_dict(self) -> dict[str, float | int | str]:
-        return {"lse_d": self.lse_d, "lse_c": self.lse_c, "av_offset": self.offset,
-                "syncnet_sha256": self.weights_sha256, "lse_windows": self.n_windows}
+        return {"lse_d": self.lse_d, "lse_c": self.lse_c, "av_offset": self.offset, "lse_d0": self.lse_d0,
+                "lse_c0": self.lse_c0, "syncnet_sha256": self.weights_sha256, "lse_windows": self.n_windows}
 
 
 def lse_from_embeddings(lip_emb: np.ndarray | torch.Tensor, aud_emb: np.ndarray | torch.Tensor,
@@ -139,10 +158,15 @@ def lse(video_frames_or_embeddings: np.ndarray | torch.Tensor, audio_16k: np.nda
 
 
 def mean_lse(results: list[LseResult]) -> dict[str, float | int | str]:
-    """Scores averaged over videos (the protocol's report), with the one weights hash they share."""
+    """Scores averaged over videos, with the one weights hash they share.
+
+    The protocol reports LSE-D and LSE-C; the offset-0 pair and the mean |AV offset|
+    sit beside them (a signed mean offset would let lags of opposite sign cancel).
+    """
     if not results:
         raise DaetalkerError("no videos to average LSE over")
     hashes = {r.weights_sha256 for r in results}
     assert len(hashes) == 1, f"LSE values from different SyncNet weights cannot be averaged: {hashes}"
-    return {"lse_d": float(np.mean([r.lse_d for r in results])), "lse_c": float(np.mean([r.lse_c for r in results])),
+    mean = {k: float(np.mean([getattr(r, k) for r in results])) for k in ("lse_d", "lse_c", "lse_d0", "lse_c0")}
+    return {**mean, "av_offset_abs": float(np.mean([abs(r.offset) for r in results])),
             "syncnet_sha256": hashes.pop(), "videos": len(results)}

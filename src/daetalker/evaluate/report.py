@@ -22,7 +22,9 @@ from daetalker.errors import DaetalkerError
 
 # (key, label, better): the rows of the headline table, in order
 HEADLINE = (
-    ("lse_d", "LSE-D", "lower"), ("lse_c", "LSE-C", "higher"), ("av_offset", "AV offset (frames)", "0"),
+    ("lse_d", "LSE-D", "lower"), ("lse_c", "LSE-C", "higher"), ("lse_d0", "LSE-D at offset 0", "lower"),
+    ("lse_c0", "LSE-C at offset 0", "higher"), ("av_offset", "AV offset (frames)", "0"),
+    ("av_offset_abs", "|AV offset| (frames)", "0"),
     ("fid", "FID", "lower"), ("pose_mae", "Pose MAE (deg)", "lower"), ("pose_std", "Pose std (deg)", "~GT"),
     ("pose_std_yaw", "Yaw std (deg)", "~GT"), ("pose_std_pitch", "Pitch std (deg)", "~GT"),
     ("pose_std_roll", "Roll std (deg)", "~GT"), ("beat_align", "Beat Align", "higher"),
@@ -152,7 +154,7 @@ def headline_table(metrics: dict[str, Any]) -> str:
 
 
 def per_clip_table(metrics: dict[str, Any]) -> str:
-    keys = ("lse_d", "lse_c", "av_offset", "pose_mae", "beat_align", "m_lmd", "mouth_pearson")
+    keys = ("lse_d", "lse_c", "lse_d0", "lse_c0", "av_offset", "pose_mae", "beat_align", "m_lmd", "mouth_pearson")
     head = "<tr><th>clip</th><th>row</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"
     body = []
     for clip in metrics.get("per_clip", []):
@@ -189,7 +191,10 @@ def write_report(metrics: dict[str, Any], traces: list[ClipTrace], out_dir: Path
 <p>model <code>{html.escape(str(metrics.get('model')))}</code>, split <b>{html.escape(str(metrics.get('split')))}</b>,
 {metrics.get('clips')} clips, DDIM steps {html.escape(str(metrics.get('steps')))}.</p>
 {headline_table(metrics)}
-<p class="note">LSE with SyncNet <code id="syncnet-sha256">{html.escape(str(metrics.get('syncnet_sha256')))}</code>;
+<p class="note">LSE-D / LSE-C take the best AV offset in [-15, 15] (the SyncNet protocol), so audio out of
+sync by a few frames scores almost as well as synced audio; the AV offset reveals it. The rows "at offset 0"
+read the same curve D(k) at k = 0, as the video plays: a lag shows there.
+LSE with SyncNet <code id="syncnet-sha256">{html.escape(str(metrics.get('syncnet_sha256')))}</code>;
 encoding: {html.escape(enc_text)}. FID from {metrics.get('fid_frames')} generated vs
 {metrics.get('fid_real_frames')} real frames (compare only at equal counts).
 {html.escape(str(metrics.get('ground_truth_note', '')))}.</p>

@@ -1,0 +1,190 @@
+"""Calibrating a SyncNet expert on videos it was not trained on (issue 6's acceptance).
+
+For each held-out video, LSE is scored with:
+
+- ``own``: its own audio (should be in sync: AV offset 0 +- 1);
+- ``shift+K`` / ``shift-K``: its own audio advanced / delayed by K frames. The track
+  is *rolled*, not cut: it stays the same length and all real speech, only out of
+  sync, so nothing but the timing differs from ``own``;
+- ``other``: another held-out clip's audio, tiled or cut to this video's length.
+
+``offset_recovery`` rolls the audio by k = -5..5 frames and reads the AV offset back
+(sign as in ``lse.py``: audio advanced by k frames -> offset +k).
+
+Real clips are too few to hold whole speakers out and still train on several, so
+``time_split`` writes a dataset whose train split is the first part of every clip
+and whose test split is the rest: the expert never sees the frames it scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daetalker.errors import DaetalkerError
+from daetalker.evaluate.lse import LseResult, lip_embeddings, lse, protocol_length
+from daetalker.evaluate.mfcc import SAMPLES_PER_FRAME
+from daetalker.evaluate.syncnet import LIP_FRAMES, SyncNetLike
+
+SHIFT = 10  # frames (0.4 s): the issue's out-of-sync control
+RECOVERY_SHIFTS = tuple(range(-5, 6))
+
+
+@dataclass
+class HeldOutClip:
+    clip_id: str
+    frames: np.ndarray  # uint8 (N, R, R, 3)
+    audio: np.ndarray  # int16 (S,) 16 kHz mono
+
+
+@dataclass
+class CalibrationRow:
+    clip_id: str
+    other_clip: str  # whose audio the ``other`` row used
+    scores: dict[str, LseResult]  # "own", "shift+K", "shift-K", "other"
+
+
+def shift_audio(audio: np.ndarray, k: int) -> np.ndarray:
+    """Audio advanced by k frames (k < 0: delayed), rolled so the length and the speech stay the same."""
+    return np.roll(np.asarray(audio), -SAMPLES_PER_FRAME * int(k))
+
+
+def fit_length(audio: np.ndarray, n_samples: int) -> np.ndarray:
+    """Another clip's audio tiled or cut to ``n_samples``, so both tracks are scored over the same windows."""
+    return np.resize(np.asarray(audio), n_samples)
+
+
+def load_heldout(data_dir: Path, splits: tuple[str, ...]) -> list[HeldOutClip]:
+    """Clips of ``splits`` in clip_id order, frames memory-mapped."""
+    from daetalker.evaluate.syncnet_train import read_clip_audio
+    from daetalker.train.frames_dataset import frames_path, read_manifest
+
+    df = read_manifest(data_dir)
+    ids = sorted(str(c) for c in df[df["split"].isin(list(splits))]["clip_id"])
+    if not ids:
+        raise DaetalkerError(f"{Path(data_dir) / 'manifest.parquet'}: no clips in split(s) {list(splits)} to score")
+    return [HeldOutClip(cid, np.load(frames_path(data_dir, cid), mmap_mode="r"),
+                        read_clip_audio(Path(data_dir) / "clips" / cid / "audio.wav")) for cid in ids]
+
+
+def _windows(clip: HeldOutClip, shift: int) -> int:
+    """Protocol windows of the clip; more than ``shift`` of them, or a shift would leave nothing in sync."""
+    n = protocol_length(len(clip.frames), len(clip.audio)) - LIP_FRAMES
+    if n <= shift:
+        raise DaetalkerError(f"clip {clip.clip_id}: {len(clip.frames)} frames is too short to shift by {shift}; "
+                             "hold out a longer part of it")
+    return n
+
+
+def calibrate(model: SyncNetLike, clips: list[HeldOutClip], shift: int = SHIFT) -> list[CalibrationRow]:
+    """LSE of every clip with its own, shifted and another clip's audio (the next clip, cyclically)."""
+    if len(clips) < 2:
+        raise DaetalkerError("calibration needs >= 2 held-out clips (one's audio is the other's mismatch)")
+    rows = []
+    for n, clip in enumerate(clips):
+        lip = lip_embeddings(model, clip.frames, _windows(clip, shift))  # once per video, reused for every track
+        other = clips[(n + 1) % len(clips)]
+        tracks = {"own": clip.audio, f"shift+{shift}": shift_audio(clip.audio, shift),
+                  f"shift-{shift}": shift_audio(clip.audio, -shift), "other": fit_length(other.audio, len(clip.audio))}
+        rows.append(CalibrationRow(clip.clip_id, other.clip_id, {k: lse(lip, a, model) for k, a in tracks.items()}))
+    return rows
+
+
+def offset_recovery(model: SyncNetLike, clip: HeldOutClip, shifts: tuple[int, ...] = RECOVERY_SHIFTS) -> dict[int, int]:
+    """Audio rolled by k frames -> the AV offset LSE reports, for each k."""
+    lip = lip_embeddings(model, clip.frames, _windows(clip, max(abs(k) for k in shifts)))
+    return {k: lse(lip, shift_audio(clip.audio, k), model).offset for k in shifts}
+
+
+def failures(rows: list[CalibrationRow], recovery: dict[str, dict[int, int]] | None = None,
+             tolerance: int = 1) -> list[str]:
+    """The calibration properties that do not hold, one line each (empty: calibrated).
+
+    Every video: own audio found at offset 0 +- tolerance; another clip's audio worse
+    than its own on LSE-D, LSE-C, D(0) and C(0); its audio shifted by K frames found at
+    offset K +- tolerance and worse on D(0) and C(0). The protocol's LSE-D / LSE-C of a
+    shifted track are reported, not required: they take the best offset, so a shift
+    the search range covers barely moves them (see ``lse.py``). Every recovery clip:
+    a shift of k frames reported as k +- tolerance.
+    """
+    out = []
+    for r in rows:
+        own = r.scores["own"]
+        if abs(own.offset) > tolerance:
+            out.append(f"{r.clip_id}: own audio at AV offset {own.offset}, not 0 +- {tolerance}")
+        for name, s in r.scores.items():
+            if name == "own":
+                continue
+            keys = ("lse_d", "lse_c", "lse_d0", "lse_c0") if name == "other" else ("lse_d0", "lse_c0")
+            for key in keys:
+                mine, theirs = getattr(own, key), getattr(s, key)
+                if (theirs <= mine) if key.startswith("lse_d") else (theirs >= mine):
+                    out.append(f"{r.clip_id}: {name} audio is not worse than own on {key} ({theirs:.4f} vs {mine:.4f})")
+            if name.startswith("shift") and abs(s.offset - int(name[len("shift"):])) > tolerance:
+                out.append(f"{r.clip_id}: {name} audio found at AV offset {s.offset}")
+    for cid, found in (recovery or {}).items():
+        out += [f"{cid}: shift {k} reported as AV offset {o}" for k, o in found.items() if abs(o - k) > tolerance]
+    return out
+
+
+def time_split(data_dir: Path, out_dir: Path, train_fraction: float = 0.5) -> Path:
+    """A dataset of every clip's first ``train_fraction`` (split train) and the rest (split test).
+
+    Writes ``out_dir/manifest.parquet`` and ``out_dir/clips/<id>-{head,tail}/{frames.npy, audio.wav}``,
+    the layout ``train_syncnet`` and ``load_heldout`` read.
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    from daetalker.evaluate.syncnet_train import read_clip_audio
+    from daetalker.train.frames_dataset import frames_path, read_manifest
+
+    if not 0.0 < train_fraction < 1.0:
+        raise DaetalkerError(f"train_fraction must be in (0, 1), got {train_fraction}")
+    out_dir = Path(out_dir)
+    rows = []
+    for row in read_manifest(data_dir).sort_values("clip_id").to_dict("records"):
+        cid = str(row["clip_id"])
+        frames = np.load(frames_path(data_dir, cid), mmap_mode="r")
+        audio = read_clip_audio(Path(data_dir) / "clips" / cid / "audio.wav")
+        n = protocol_length(len(frames), len(audio))
+        cut = int(round(n * train_fraction))
+        if min(cut, n - cut) <= LIP_FRAMES:
+            raise DaetalkerError(f"{frames_path(data_dir, cid)}: {n} frames cannot be split at {train_fraction} "
+                                 f"into two parts of > {LIP_FRAMES} frames; leave the clip out or change the fraction")
+        for part, split, lo, hi in (("head", "train", 0, cut), ("tail", "test", cut, n)):
+            d = out_dir / "clips" / f"{cid}-{part}"
+            d.mkdir(parents=True, exist_ok=True)
+            np.save(d / "frames.npy", np.ascontiguousarray(frames[lo:hi]))
+            sf.write(d / "audio.wav", audio[lo * SAMPLES_PER_FRAME:hi * SAMPLES_PER_FRAME], 16000, subtype="PCM_16")
+            rows.append({"clip_id": f"{cid}-{part}", "source_clip": cid, "n_frames": hi - lo, "split": split,
+                         "resolution": int(frames.shape[1])})
+    pd.DataFrame(rows).to_parquet(out_dir / "manifest.parquet")
+    return out_dir
+
+
+# ------------------------------------------------------------------ tables
+HEADS = ("LSE-D", "LSE-C", "offset", "D(0)", "C(0)")
+
+
+def format_rows(rows: list[CalibrationRow]) -> str:
+    """One line per (video, audio track): the protocol's LSE-D / LSE-C / offset and the offset-0 pair."""
+    w = max([len("held-out video")] + [len(r.clip_id) for r in rows])
+    lines = [f"{'held-out video':{w}s} {'audio':>8s} " + " ".join(f"{h:>6s}" for h in HEADS)]
+    for r in rows:
+        for name, s in r.scores.items():
+            lines.append(f"{r.clip_id:{w}s} {name:>8s} {s.lse_d:6.3f} {s.lse_c:6.3f} {s.offset:6d} {s.lse_d0:6.3f} "
+                         f"{s.lse_c0:6.3f}" + (f"  ({r.other_clip})" if name == "other" else ""))
+    return "\n".join(lines)
+
+
+def format_recovery(recovery: dict[str, dict[int, int]]) -> str:
+    """Rows: clip; columns: the applied shift k; cells: the AV offset reported."""
+    head = "held-out video / shift k"
+    w = max([len(head)] + [len(c) for c in recovery])
+    shifts = sorted({k for found in recovery.values() for k in found})
+    lines = [f"{head:{w}s} " + " ".join(f"{k:>3d}" for k in shifts)]
+    lines += [f"{cid:{w}s} " + " ".join(f"{found[k]:>3d}" for k in shifts) for cid, found in recovery.items()]
+    return "\n".join(lines)

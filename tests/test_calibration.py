@@ -1,0 +1,222 @@
+"""SyncNet calibration (issue 6): the plumbing on an exact oracle, then trained experts on held-out clips.
+
+The oracle embeds a lip window as the brightness of its 5 frames and an audio window
+as the log energy of its 5 frames, on video whose brightness *is* its audio's log
+energy: every property must hold exactly, and a model blind to the video must fail
+them. The slow tests train the project's SyncNet (small budgets) and score clips it
+never saw: synthetic speaker clips (held-out split) and real clips (the rest of every
+clip after training on its first half; skipped without $DAETALKER_REAL_CLIPS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from daetalker.errors import DaetalkerError
+from daetalker.evaluate.calibration import (
+    HeldOutClip,
+    calibrate,
+    failures,
+    format_recovery,
+    format_rows,
+    load_heldout,
+    offset_recovery,
+    shift_audio,
+    time_split,
+)
+from daetalker.evaluate.mfcc import protocol_mfcc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ------------------------------------------------------------------ oracle
+def frame_energy(audio: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n_frames,) mean protocol c0 (log energy) over each frame's 4 MFCC steps."""
+    c0 = protocol_mfcc(audio)[0]
+    return np.array([c0[4 * f:4 * f + 4].mean() for f in range(n_frames)])
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    x = x - x.mean(dim=1, keepdim=True)
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-9)
+
+
+class OracleSyncNet(torch.nn.Module):
+    """Lip window -> its 5 brightnesses; audio window -> its 5 per-frame log energies (both centred, unit norm)."""
+
+    kind = "oracle"
+    weights_sha256 = "oracle"
+
+    def __init__(self, sees_video: bool = True) -> None:
+        super().__init__()
+        self.sees_video = sees_video
+        self.eval()
+
+    def prepare_frames(self, frames: np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(frames)).double().mean(dim=(1, 2, 3))  # (N,)
+        return x[:, None, None, None].expand(-1, 3, 1, 1)
+
+    def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
+        seen = x[:, 0, :, 0, 0] if self.sees_video else torch.arange(5.0).expand(len(x), 5)
+        return _unit(seen.double())
+
+    def forward_aud(self, x: torch.Tensor) -> torch.Tensor:
+        return _unit(x[:, 0, 0].double().reshape(len(x), 5, 4).mean(dim=2))
+
+
+def oracle_clip(seed: int, n_frames: int = 90) -> HeldOutClip:
+    """Speech-like noise with a random loudness per frame; each frame's brightness is that frame's log energy."""
+    rng = np.random.default_rng(seed)
+    loud = np.repeat(10 ** rng.uniform(-2.5, -0.5, n_frames), 640)
+    audio = np.clip(loud * rng.standard_normal(640 * n_frames), -1, 1)
+    audio = (audio * 32767).astype(np.int16)
+    e = frame_energy(audio, n_frames)
+    level = np.round(40 + 180 * (e - e.min()) / (e.max() - e.min()))
+    frames = np.broadcast_to(level[:, None, None, None], (n_frames, 4, 4, 3)).astype(np.uint8)
+    return HeldOutClip(f"oracle{seed}", frames, audio)
+
+
+def test_shift_audio_advances_by_whole_frames_and_keeps_length() -> None:
+    audio = np.arange(640 * 6)
+    ahead = shift_audio(audio, 2)
+    assert len(ahead) == len(audio) and ahead[0] == 1280 and ahead[-1] == 1279  # rolled, not cut
+    np.testing.assert_array_equal(shift_audio(ahead, -2), audio)
+
+
+def test_oracle_meets_every_property_and_a_blind_model_fails_them() -> None:
+    clips = [oracle_clip(s) for s in range(3)]
+    rows = calibrate(OracleSyncNet(), clips)
+    recovery = {c.clip_id: offset_recovery(OracleSyncNet(), c) for c in clips}
+    assert failures(rows, recovery) == [], format_rows(rows)
+    for r in rows:
+        own = r.scores["own"]
+        assert own.offset == 0 and own.lse_d0 == own.lse_d and own.lse_c0 == pytest.approx(own.lse_c)
+        assert r.scores["shift+10"].offset == 10 and r.scores["shift-10"].offset == -10  # lse.py's sign
+        assert r.scores["shift+10"].lse_d0 > own.lse_d0 + 0.3
+    assert [r.other_clip for r in rows] == ["oracle1", "oracle2", "oracle0"]
+    assert all(found == {k: k for k in range(-5, 6)} for found in recovery.values()), format_recovery(recovery)
+
+    blind = OracleSyncNet(sees_video=False)
+    rows = calibrate(blind, clips)
+    failed = failures(rows, {c.clip_id: offset_recovery(blind, c) for c in clips})
+    assert any("own audio at AV offset" in f or "not worse than own" in f for f in failed)
+    assert any("reported as AV offset" in f for f in failed)
+
+
+def test_calibration_refuses_too_few_or_too_short_clips() -> None:
+    with pytest.raises(DaetalkerError, match=">= 2 held-out clips"):
+        calibrate(OracleSyncNet(), [oracle_clip(0)])
+    with pytest.raises(DaetalkerError, match="too short to shift by 10"):
+        calibrate(OracleSyncNet(), [oracle_clip(0, n_frames=15), oracle_clip(1)])
+
+
+# ------------------------------------------------------------------ time split
+def write_dataset(root: Path, lengths: dict[str, int]) -> Path:
+    rows = []
+    for k, (cid, n) in enumerate(lengths.items()):
+        d = root / "clips" / cid
+        d.mkdir(parents=True)
+        frames = np.full((n, 8, 8, 3), k, np.uint8) + np.arange(n, dtype=np.uint8)[:, None, None, None]
+        np.save(d / "frames.npy", frames)  # frame i of clip k: k + i everywhere
+        sf.write(d / "audio.wav", (np.arange(640 * n) % 1000).astype(np.int16), 16000, subtype="PCM_16")
+        rows.append({"clip_id": cid, "n_frames": n, "split": "train", "resolution": 8})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    return root
+
+
+def test_time_split_trains_on_heads_and_holds_out_tails(tmp_path: Path) -> None:
+    data = write_dataset(tmp_path / "data", {"b": 41, "a": 30})
+    out = time_split(data, tmp_path / "split", train_fraction=0.5)
+    m = pd.read_parquet(out / "manifest.parquet")
+    assert m[["clip_id", "split", "n_frames"]].values.tolist() == [
+        ["a-head", "train", 15], ["a-tail", "test", 15], ["b-head", "train", 20], ["b-tail", "test", 21]]
+    tail = load_heldout(out, ("test",))
+    assert [c.clip_id for c in tail] == ["a-tail", "b-tail"]
+    whole = np.load(data / "clips" / "b" / "frames.npy")
+    np.testing.assert_array_equal(tail[1].frames, whole[20:])
+    audio, _ = sf.read(data / "clips" / "b" / "audio.wav", dtype="int16")
+    np.testing.assert_array_equal(tail[1].audio, audio[640 * 20:])  # the tail's sound stays on the tail's frames
+    with pytest.raises(DaetalkerError, match="cannot be split"):
+        time_split(write_dataset(tmp_path / "short", {"c": 10}), tmp_path / "split2", train_fraction=0.5)
+    with pytest.raises(DaetalkerError, match="no clips in split"):
+        load_heldout(out, ("val",))
+
+
+# ------------------------------------------------------------------ trained experts
+# A SyncNet small enough for CI (2 cores): the tiny profile's recipe at a quarter of its size.
+SMALL = ["syncnet.lip_height=16", "syncnet.lip_width=32", "syncnet.lip_channels=[16,32,32]",
+         "syncnet.audio_channels=[16,32,32]", "syncnet.embed_dim=64", "syncnet.max_steps=300",
+         "syncnet.eval_every=0", "syncnet.mlflow=false"]
+
+
+def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path):
+    from daetalker.config import load_config
+    from daetalker.evaluate.syncnet import load_syncnet
+    from daetalker.evaluate.syncnet_train import train_syncnet
+
+    result = train_syncnet(data, out, load_config("tiny", None, SMALL).syncnet, progress=False)
+    model = load_syncnet(result.checkpoint)
+    clips = load_heldout(data, splits)
+    rows = calibrate(model, clips)
+    return result, rows, {c.clip_id: offset_recovery(model, c) for c in clips}
+
+
+@pytest.mark.slow
+def test_synthetic_speaker_heldout_clips_are_calibrated(tmp_path: Path) -> None:
+    """Trained on the corpus' train split, scored on val + test: every property holds, shifts found +-1."""
+    from daetalker.config import load_config
+    from daetalker.config.synth import SynthConfig
+    from daetalker.data.preprocess import preprocess_dataset
+    from daetalker.synth.corpus import synth_corpus
+
+    synth_corpus(tmp_path / "src", minutes=0.5, seed=3, cfg=SynthConfig(size=128), progress=False)
+    preprocess_dataset(tmp_path / "src", tmp_path / "data", load_config("tiny").preprocess, workers=1)
+    result, rows, recovery = train_and_calibrate(tmp_path / "data", ("val", "test"), tmp_path / "syncnet")
+    table = format_rows(rows) + "\n" + format_recovery(recovery)
+    assert len(rows) >= 2 and all(r.scores["own"].weights_sha256 == result.sha256 for r in rows)
+    assert failures(rows, recovery) == [], table
+    for r in rows:  # the protocol's own scores rank the mismatched audio last, and read at 0 the shifted too
+        own, other, shifted = r.scores["own"], r.scores["other"], r.scores["shift+10"]
+        assert own.lse_c > other.lse_c and own.lse_d < other.lse_d, table
+        assert shifted.lse_c0 < own.lse_c / 2 and shifted.lse_d0 > own.lse_d0, table
+
+
+@pytest.mark.slow
+@pytest.mark.real_clips
+def test_real_clips_scored_on_frames_the_expert_never_saw(real_clips: Path, tmp_path: Path) -> None:
+    """Trained on the first half of every real clip, scored on the second halves.
+
+    The scoring must run cleanly on real footage. The calibration properties are a
+    known failure, measured up to 4000 steps (docs/evaluation.md): from 9 s of five
+    speakers the expert learns who speaks, not when. The test is xfailed on that,
+    and fails the day they hold, so that the docs and this test get updated.
+    """
+    from daetalker.config import load_config
+    from daetalker.data.preprocess import preprocess_dataset
+
+    preprocess_dataset(real_clips, tmp_path / "data", load_config("tiny").preprocess, workers=1)
+    split = time_split(tmp_path / "data", tmp_path / "split", train_fraction=0.5)
+    result, rows, recovery = train_and_calibrate(split, ("test",), tmp_path / "syncnet")
+    assert len(rows) == 5 and all(r.clip_id.endswith("-tail") for r in rows)
+    for r in rows:
+        assert set(r.scores) == {"own", "shift+10", "shift-10", "other"} and r.other_clip != r.clip_id
+        for s in r.scores.values():
+            assert s.weights_sha256 == result.sha256 and s.n_windows > 2 * 10
+            assert np.isfinite([s.lse_d, s.lse_c, s.lse_d0, s.lse_c0]).all()
+            assert s.lse_d0 == s.dists[15] and s.lse_d == s.dists.min()
+    assert set(recovery) == {r.clip_id for r in rows}
+    failed = failures(rows, recovery)
+    assert failed, "the expert now calibrates on real clips: assert it here and update docs/evaluation.md"
+    pytest.xfail(f"{len(failed)} calibration properties fail on held-out real clips, e.g. {failed[0]}")
