@@ -199,9 +199,9 @@ def test_real_clips_scored_on_frames_the_expert_never_saw(real_clips: Path, tmp_
     """Trained on the first half of every real clip, scored on the second halves.
 
     The scoring must run cleanly on real footage. The calibration properties are a
-    known failure, measured up to 4000 steps (docs/evaluation.md): from 9 s of five
-    speakers the expert learns who speaks, not when. The test is xfailed on that,
-    and fails the day they hold, so that the docs and this test get updated.
+    known failure (docs/evaluation.md): from 9 s of five speakers the expert learns
+    who speaks, not when; even 6000 steps calibrate one video of five. The test is
+    xfailed on that, and fails the day they hold, so the docs and this test get updated.
     """
     from daetalker.config import load_config
     from daetalker.data.preprocess import preprocess_dataset
