@@ -198,11 +198,13 @@ def _step(
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """One optimisation step on this rank's x0 (B/W, 3, R, R) with its mouth boxes (B/W, 4) when the
     loss weights the mouth; returns (loss, grad norm, lr)."""
-    dev, per_rank = info.device, x0.shape[0]
-    # The whole global batch's t and noise, identical on every rank; this rank takes its slice.
+    dev = info.device
+    # The whole global batch's t and noise, identical on every rank. The sampler deals the global
+    # batch's frames to ranks in turn (rank r holds rows r, r + W, ...), so this rank takes the same
+    # rows: each frame meets the t and noise it would meet in one process (v targets depend on it).
     t_all = torch.randint(0, dcfg.timesteps, (dcfg.batch_size,), generator=st.noise_gen, device=dev)
     noise_all = torch.randn((dcfg.batch_size, *x0.shape[1:]), generator=st.noise_gen, device=dev)
-    rows = slice(info.rank * per_rank, (info.rank + 1) * per_rank)
+    rows = slice(info.rank, None, info.world_size)
     t, noise = t_all[rows], noise_all[rows]
     x_t = q_sample(sched, x0, t, noise)
     if dcfg.channels_last:
