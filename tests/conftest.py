@@ -100,6 +100,19 @@ def s3_server(_hermetic_env: Path, tmp_path_factory: pytest.TempPathFactory):
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Micro models gain nothing from intra-op threads and lose a lot on a shared 2-core box. Modules
+    that train or sample them use this (``pytestmark``); module scope covers their module fixtures
+    too, and the setting is restored after the module."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture
 def real_clips() -> Path:
     """Folder of real speaker clips from ``$DAETALKER_REAL_CLIPS``; skips when unset."""

@@ -32,13 +32,7 @@ from daetalker.evaluate.calibration import (
 )
 from daetalker.evaluate.mfcc import protocol_mfcc
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 
 
 # ------------------------------------------------------------------ oracle

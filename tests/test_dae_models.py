@@ -11,18 +11,13 @@ from daetalker.models import DiffusionAutoencoder, count_parameters
 from daetalker.models.encoder import LatentNorm
 from daetalker.models.nn_blocks import AttentionBlock, norm_groups
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 MICRO = DAEConfig(
     image_size=16, base_channels=8, channel_mult=(1, 2), enc_channel_mult=(1, 2), num_res_blocks=1,
     enc_num_res_blocks=1, attn_resolutions=(8,), embed_dim=32, latent_dim=16, dropout=0.0,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _meta_params(profile: str) -> int:

@@ -27,6 +27,8 @@ from daetalker.train.ema import EMA
 from daetalker.train.frames_dataset import FramesDataset
 from daetalker.train.sampler import ResumableShardedSampler
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 MICRO = [
     "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]", "dae.enc_channel_mult=[1,2]",
     "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]", "dae.embed_dim=32",
@@ -38,13 +40,6 @@ MICRO = [
 CLI = str(Path(sys.executable).with_name("daetalker"))
 ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "OMP_NUM_THREADS": "1"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_fake_dataset(root: Path, res: int = 16, clips=(("a", 20, "train"), ("b", 20, "train"), ("c", 12, "val")),
@@ -341,7 +336,7 @@ def test_resume_refuses_a_different_architecture(data_dir, reference_run):
 @pytest.mark.slow
 def test_extract_latents_layout_and_values(data_dir, reference_run, tmp_path):
     from daetalker.train.dae_trainer import load_dae
-    from daetalker.train.latents import extract_latents, load_latent_stats
+    from daetalker.train.latents import extract_latents, load_latent_stats, load_reference_frame
 
     ckpt = reference_run / "checkpoints" / "latest.pt"
     out = extract_latents(data_dir, ckpt, tmp_path / "lat", batch_size=7)
@@ -367,6 +362,13 @@ def test_extract_latents_layout_and_values(data_dir, reference_run, tmp_path):
     train = np.concatenate([lat["a"], lat["b"]]).astype(np.float64)
     np.testing.assert_allclose(mean, train.mean(0), atol=1e-6)
     np.testing.assert_allclose(std, train.std(0), rtol=1e-5)
+
+    # the reference frame: the training frame whose normalised latent is nearest the mean, stored as is
+    dist = {c: (((lat[c] - mean) / std) ** 2).sum(1) for c in "ab"}
+    best = min(((d.min(), c, int(d.argmin())) for c, d in dist.items()))
+    assert index["reference_frame"] == {"clip_id": best[1], "index": best[2]}
+    stored = np.load(data_dir / "clips" / best[1] / "frames.npy")[best[2]]
+    np.testing.assert_array_equal(load_reference_frame(out), stored)
 
 
 @pytest.mark.slow

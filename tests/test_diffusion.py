@@ -24,16 +24,10 @@ from daetalker.diffusion import (
 )
 from daetalker.models import DiffusionAutoencoder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 SCHED = linear_schedule(1000, 1e-4, 0.02)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Micro models gain nothing from threads, and spin-waiting threads crawl on a loaded CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_linear_schedule_matches_ddpm():

@@ -25,15 +25,9 @@ from daetalker.evaluate.report import fmt
 from daetalker.evaluate.syncnet import LightSyncNet, light_checkpoint
 from daetalker.generate.model import make_test_bundle
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 RES, N_FRAMES, FID_CAP = 32, 40, 6
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_dataset(root: Path, n_clips: int = 2, seed: int = 0) -> Path:

@@ -18,17 +18,13 @@ from daetalker.generate import video as video_mod
 from daetalker.generate.audio_io import prepare_audio
 from daetalker.generate.model import load_talker
 from daetalker.generate.pose import resolve_pose
-from daetalker.generate.video import decode_latents, generate_video, make_test_bundle, predict_latents, shared_noise
+from daetalker.generate.video import (decode_latents, generate_video, make_test_bundle, predict_latents,
+                                      reference_noise, shared_noise)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 
 SR = 16000
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +45,7 @@ def speech_like(seconds: float, sr: int = SR) -> np.ndarray:
 
 def probe(path: Path) -> dict:
     out = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-show_entries",
-                          "stream=codec_type,codec_name,pix_fmt,nb_read_frames,r_frame_rate", "-of", "json", str(path)],
+                          "stream=codec_type,codec_name,pix_fmt,nb_read_frames,r_frame_rate,width,height", "-of", "json", str(path)],
                          capture_output=True, check=True, text=True).stdout  # fmt: skip
     return {s["codec_type"]: s for s in json.loads(out)["streams"]}
 
@@ -64,6 +60,7 @@ def test_two_seconds_of_mp3_give_50_frames_h264_aac(bundle, tmp_path: Path) -> N
     s = probe(r.path)
     assert s["video"]["codec_name"] == "h264" and s["video"]["pix_fmt"] == "yuv420p"
     assert s["video"]["r_frame_rate"] == "25/1" and abs(int(s["video"]["nb_read_frames"]) - 50) <= 1
+    assert (s["video"]["width"], s["video"]["height"]) == (64, 64)  # the 16 px DAE's frames at the crop size
     assert s["audio"]["codec_name"] == "aac"
     assert [p.name for p in r.path.parent.iterdir()] == ["o.mp4"]  # no temp file left behind
 
@@ -82,6 +79,31 @@ def test_shared_noise_identical_latents_give_identical_frames(talker) -> None:
     flicker_shared = (same[1:] - same[:-1]).abs().mean()
     flicker_per_frame = (diff[1:] - diff[:-1]).abs().mean()
     assert flicker_shared < 1e-5 < 0.05 < flicker_per_frame
+
+
+def test_reference_noise_is_the_reference_frames_subcode(talker, bundle, tmp_path: Path) -> None:
+    """x_T inverted from the reference frame decodes, with the frame's own z, back to the frame; a
+    video with --noise reference differs from --noise random and is the same whatever the seed."""
+    dcfg = talker.dae_cfg
+    sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
+    assert talker.reference_frame is not None and talker.reference_frame.dtype == np.uint8
+    x_T = reference_noise(talker.dae, talker.reference_frame, steps=50, schedule=sched)
+    assert x_T.shape == (1, 3, dcfg.image_size, dcfg.image_size)
+    x0 = video_mod.to_model_range(talker.reference_frame[None], dcfg.image_size)
+    with torch.no_grad():
+        z = talker.dae.encode(x0)
+    back = next(decode_latents(talker.dae, z, x_T, steps=50, schedule=sched, batch_size=1, clip_x0=False))
+    assert (back - x0).abs().mean() < 0.05 < (shared_noise(dcfg.image_size, 0) - x_T).abs().mean()
+
+    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
+    frames = {}
+    for name, kw in {"ref0": {"seed": 0}, "ref1": {"seed": 1}, "rand": {"noise": "random"}}.items():
+        r = generate_video(bundle, tmp_path / "a.wav", tmp_path / f"{name}.mp4", steps=2, progress=False, **kw)
+        frames[name] = subprocess.run(["ffmpeg", "-v", "error", "-i", str(r.path), "-f", "rawvideo", "-"],
+                                      capture_output=True, check=True).stdout  # fmt: skip
+    assert frames["ref0"] == frames["ref1"] != frames["rand"]
+    with pytest.raises(DaetalkerError, match="--noise"):
+        generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", noise="inverted", progress=False)
 
 
 def test_batched_decoding_equals_one_frame_at_a_time(talker) -> None:

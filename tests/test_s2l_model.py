@@ -17,6 +17,8 @@ from daetalker.features.log_mel import LOG_FLOOR, hz_to_mel, magnitude_spectrogr
 from daetalker.models.conformer import RelPositionSelfAttention, lengths_to_mask, relative_positional_encoding
 from daetalker.models.speech2latent import Speech2Latent, s2l_loss
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 K = 4  # mel frames per video frame
 F_BINS = 16
 
@@ -38,15 +40,6 @@ def tiny_model(seed: int = 0, **kw) -> Speech2Latent:
     )
     return Speech2Latent(**(args | kw))
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core box spinning threads
-    make them 10x+ slower; run this module on one thread and restore the setting after each test."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- model -----------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ from daetalker.train.loop import MemoryLogger
 from daetalker.train.s2l_dataset import S2LWindows, WindowSampler
 from daetalker.train.s2l_trainer import _loss, build_s2l, load_s2l, train_s2l
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 TINY_S2L = [
     "s2l.d_model=32", "s2l.heads=2", "s2l.ffn_dim=32", "s2l.conv_kernel=3", "s2l.blocks_before=1",
     "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
@@ -26,13 +28,6 @@ TINY_S2L = [
 ]
 LATENT_DIM = 8
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_s2l_dataset(root: Path, clips=(("a", 40, "train"), ("b", 33, "train"), ("s", 12, "train"),

@@ -31,6 +31,8 @@ from daetalker.evaluate.syncnet_train import REPORT, train_syncnet
 from daetalker.train.checkpoint import file_sha256
 from daetalker.train.loop import MemoryLogger
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+
 
 # ------------------------------------------------------------ fake speaker
 def fake_speech(rng: np.random.Generator, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -78,15 +80,6 @@ def write_fake_dataset(root: Path, n_train: int = 6, n_val: int = 3, n_frames: i
 
 TINY = dict(lip_height=8, lip_width=16, lip_channels=(16, 32, 32), audio_channels=(16, 32, 32), embed_dim=64,
             lr=1e-3, batch_size=64, log_every=50, eval_every=0, eval_pairs_per_clip=32, mlflow=False)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Models this small only lose from intra-op threads (much more so on a shared CPU)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------- official

@@ -22,7 +22,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Output .mp4 (H.264 + AAC, 25 fps).")],
         pose: Annotated[str, typer.Option("--pose", help="predicted | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
         steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps; default dae.sample_steps.")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the one shared x_T.")] = 0,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the one shared x_T (--noise random).")] = 0,
+        noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
+                                           "DDIM-inverted) or random.")] = "reference",
         batch_size: Annotated[int, typer.Option("--batch-size", help="Frames decoded per DDIM batch.")] = 16,
         chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Audio per speech2latent pass.")] = 10.0,
         device: DeviceOpt = None,
@@ -30,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Render a talking-face video of AUDIO with a trained talker (one shared x_T, batched DDIM)."""
         from daetalker.generate.video import generate_video
 
-        r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, batch_size=batch_size,
+        r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
                            chunk_seconds=chunk_seconds, device=device)  # fmt: skip
         typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                                "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip

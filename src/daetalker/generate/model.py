@@ -24,7 +24,7 @@ from daetalker.models.speech2latent import Speech2Latent
 from daetalker.registry import bundle as bundle_io
 from daetalker.train import checkpoint as ckpt_io
 from daetalker.train.dae_trainer import load_dae
-from daetalker.train.latents import load_latent_stats
+from daetalker.train.latents import load_latent_stats, load_reference_frame
 from daetalker.train.s2l_trainer import build_s2l, load_s2l
 
 
@@ -37,6 +37,7 @@ class Talker:
     latent_std: torch.Tensor  # (D,)
     config: Config
     source: str
+    reference_frame: np.ndarray | None = None  # uint8 (R, R, 3): the frame whose x_T videos start from
 
 
 def resolve_bundle(source: str | Path, work_dir: Path) -> Path:
@@ -72,7 +73,8 @@ def load_talker(bundle_dir: Path, device: torch.device, source: str = "") -> Tal
     mean, std = load_latent_stats(bundle_dir)
     config = from_dict(Config, load_yaml(bundle_dir / bundle_io.CONFIG))
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
-    return Talker(dae, dae_cfg, s2l, as_t(mean), as_t(std), config, source or str(bundle_dir))
+    return Talker(dae, dae_cfg, s2l, as_t(mean), as_t(std), config, source or str(bundle_dir),
+                  load_reference_frame(bundle_dir))
 
 
 def bundle_from_training(dae_ckpt: Path, s2l_ckpt: Path, latents_dir: Path, out: Path,
@@ -126,6 +128,8 @@ def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny", overrides: t
         s2l_path = ckpt_io.save_checkpoint({"step": 0, "model": s2l.state_dict(), "dims": dims, "config": cfg.to_dict(),
                                             "s2l_config": cfg.to_dict()["s2l"]}, tmp / "s2l", 0)  # fmt: skip
         (tmp / "lat").mkdir()
+        size = cfg.preprocess.resolution
+        reference = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
         np.savez(tmp / "lat" / "latent_stats.npz", mean=np.zeros(dims["latent_dim"], np.float32),
-                 std=np.ones(dims["latent_dim"], np.float32))  # fmt: skip
+                 std=np.ones(dims["latent_dim"], np.float32), reference_frame=reference)  # fmt: skip
         return bundle_from_training(dae_path, s2l_path, tmp / "lat", Path(out_dir), meta={"test_bundle": "random"})

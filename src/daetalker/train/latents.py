@@ -3,7 +3,9 @@
 Output layout::
 
     OUT/latents/<clip_id>.npy   float32 (n_frames, latent_dim), row i = frame i of the clip
-    OUT/latent_stats.npz        mean, std: (latent_dim,) over the training split (normalisation)
+    OUT/latent_stats.npz        mean, std: (latent_dim,) over the training split (normalisation);
+                                reference_frame: uint8 (R, R, 3), the training frame whose latent is
+                                nearest the mean, with reference_clip and reference_index
     OUT/latents.json            checkpoint path + sha256, latent_dim, clips with splits and frame counts
 """
 
@@ -60,7 +62,7 @@ def extract_latents(
 
     from tqdm.auto import tqdm
 
-    clips, train_latents = [], []
+    clips, train_latents, train_ids = [], [], []
     for row in tqdm(list(manifest.itertuples(index=False)), desc="extract-latents", mininterval=2.0):
         cid = str(row.clip_id)
         frames = np.load(frames_path(data_dir, cid), mmap_mode="r")
@@ -75,16 +77,21 @@ def extract_latents(
         clips.append({"clip_id": cid, "split": str(row.split), "n_frames": int(len(frames))})
         if row.split == "train":
             train_latents.append(z)
+            train_ids.append(cid)
 
     stats_split = "train"
     if not train_latents:  # no training split (e.g. a held-out-only dataset): use every clip
         stats_split = "all"
         train_latents = [np.load(out_dir / "latents" / f"{c['clip_id']}.npy") for c in clips]
+        train_ids = [c["clip_id"] for c in clips]
     allz = np.concatenate(train_latents).astype(np.float64)
     mean = allz.mean(0).astype(np.float32)
     std = np.maximum(allz.std(0), STD_FLOOR).astype(np.float32)
+    ref_clip, ref_index = reference_frame_index(train_latents, train_ids, mean, std)
+    ref_frame = np.array(np.load(frames_path(data_dir, ref_clip), mmap_mode="r")[ref_index])
     tmp = out_dir / ".latent_stats.tmp.npz"
-    np.savez(tmp, mean=mean, std=std, count=np.int64(len(allz)))
+    np.savez(tmp, mean=mean, std=std, count=np.int64(len(allz)), reference_frame=ref_frame,
+             reference_clip=np.array(ref_clip), reference_index=np.int64(ref_index))
     os.replace(tmp, out_dir / "latent_stats.npz")
 
     index = {
@@ -94,10 +101,34 @@ def extract_latents(
         "latent_dim": cfg.latent_dim,
         "image_size": cfg.image_size,
         "stats_split": stats_split,
+        "reference_frame": {"clip_id": ref_clip, "index": ref_index},
         "clips": clips,
     }
     (out_dir / "latents.json").write_text(json.dumps(index, indent=2))
     return out_dir
+
+
+def reference_frame_index(
+    latents: list[np.ndarray], clip_ids: list[str], mean: np.ndarray, std: np.ndarray
+) -> tuple[str, int]:
+    """(clip_id, frame) of the most typical frame: its normalised latent is nearest the mean.
+
+    Generation starts every frame of a video from this frame's stochastic subcode (DDIM-inverted
+    x_T), which carries the fine detail z leaves out (eyes, hair) that a random x_T misses on an
+    under-trained decoder; a typical frame keeps that detail neutral.
+    """
+    best = (np.inf, "", 0)
+    for cid, z in zip(clip_ids, latents):
+        d = (((z - mean) / std) ** 2).sum(1)  # (n,)
+        i = int(d.argmin())
+        best = min(best, (float(d[i]), cid, i))
+    return best[1], best[2]
+
+
+def load_reference_frame(out_dir: Path) -> np.ndarray | None:
+    """uint8 (R, R, 3) reference frame stored by ``extract_latents`` (None for statistics without one)."""
+    with np.load(Path(out_dir) / "latent_stats.npz") as f:
+        return np.array(f["reference_frame"]) if "reference_frame" in f.files else None
 
 
 def load_latent_stats(out_dir: Path) -> tuple[np.ndarray, np.ndarray]:
