@@ -11,8 +11,8 @@ halve a 32 px face again, piped to ffmpeg (H.264 yuv420p + the input audio as AA
 The shared ``x_T`` is by default the stochastic subcode of the bundle's reference
 frame (a typical training frame, DDIM-inverted with its own z at the same step
 count): z carries mouth and pose, x_T the fine detail z leaves out. On the tiny
-CPU model a random x_T loses the eyes (Face Mesh finds a face in 45% of decoded
-frames) and the reference subcode keeps them (93%; docs/generation.md).
+CPU model a random x_T loses the eyes (Face Mesh finds a face in 43-50% of decoded
+frames) and the reference subcode keeps them (93-96%; docs/generation.md).
 ``noise="random"`` draws x_T from ``seed`` as the paper does.
 
 Sharing ``x_T`` makes each frame a deterministic function of its latent, so a
@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from daetalker.data.ingest import FFMPEG
 from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample, linear_schedule
+from daetalker.diffusion.ddim import EpsModel
 from daetalker.errors import DaetalkerError
 from daetalker.generate.audio_io import prepare_audio
 from daetalker.generate.model import load_talker, make_test_bundle, resolve_bundle
@@ -73,6 +74,17 @@ def shared_noise(image_size: int, seed: int, device: torch.device | str = "cpu")
     return torch.randn((1, 3, image_size, image_size), generator=g).to(device)
 
 
+def _eps_fn(dae: DiffusionAutoencoder, bf16: bool) -> EpsModel:
+    """What the DDIM loops consume: eps (B, 3, R, R) in fp32 from ``dae`` under optional bf16 autocast."""
+    device = next(dae.parameters()).device
+
+    def eps(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with autocast(device, bf16):
+            return dae.eps(x, t, z).float()
+
+    return eps
+
+
 @torch.no_grad()
 def reference_noise(
     dae: DiffusionAutoencoder, frame: np.ndarray, *, steps: int, schedule: NoiseSchedule, bf16: bool = False
@@ -80,14 +92,9 @@ def reference_noise(
     """The stochastic subcode x_T (1, 3, R, R) of a uint8 (H, W, 3) frame: DDIM inversion with its own z."""
     device = next(dae.parameters()).device
     x0 = to_model_range(frame[None], dae.image_size).to(device)  # (1, 3, R, R)
-
-    def eps(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        with autocast(device, bf16):
-            return dae.eps(x, t, z).float()
-
     with autocast(device, bf16):
         z = dae.encode(x0).float()
-    return ddim_invert(eps, x0, z, steps, schedule)
+    return ddim_invert(_eps_fn(dae, bf16), x0, z, steps, schedule)
 
 
 @torch.no_grad()
@@ -121,10 +128,7 @@ def decode_latents(
     """
     device = next(dae.parameters()).device
     assert x_T.shape[0] in (1, len(z)), f"x_T must be (1|N, 3, R, R), got {tuple(x_T.shape)}"
-
-    def eps(x: torch.Tensor, t: torch.Tensor, zb: torch.Tensor) -> torch.Tensor:
-        with autocast(device, bf16):
-            return dae.eps(x, t, zb).float()
+    eps = _eps_fn(dae, bf16)
 
     for i in range(0, len(z), batch_size):
         zb = z[i : i + batch_size].to(device)
