@@ -6,7 +6,8 @@ Layout::
     s2l.pt             speech2latent
     *.pt.sha256        the checkpoints' sidecars, when the sources had them
                        (so ``train.checkpoint.load_checkpoint`` accepts the copies)
-    latent_stats.npz   mean/std of the semantic latents (s2l predicts normalised latents)
+    latent_stats.npz   mean/std of the semantic latents (s2l predicts normalised latents) and
+                       the reference frame whose inverted x_T videos start from
     config.yaml        the full config the model was trained with
     bundle.json        {"format": 1, "files": {name: {"sha256", "size"}}, "meta": {...}}
 
