@@ -4,7 +4,9 @@ Trains the DAE with a profile (or reuses the run folder's checkpoint), then on
 held-out (val + test) frames prints:
 
 * PSNR of the mean training frame (the baseline), of DDIM decodes from random
-  noise and of decodes from the inverted noise, both conditioned on z(x0);
+  noise (``--ddim-steps``) and of decodes from the inverted noise (inversion and
+  decode with ``--invert-steps``, default ``dae.invert_steps``), both conditioned
+  on z(x0);
 * R^2 of a ridge probe from the EMA latent to ground-truth mouth opening and
   yaw, fitted on training clips and scored on held-out clips.
 
@@ -106,6 +108,7 @@ def main() -> int:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--frames", type=int, default=64, help="held-out frames for the PSNR figures")
     ap.add_argument("--ddim-steps", type=int, default=None, help="default: dae.sample_steps")
+    ap.add_argument("--invert-steps", type=int, default=None, help="default: dae.invert_steps")
     args = ap.parse_args()
 
     cfg = load_config(args.profile, None, args.overrides)
@@ -116,17 +119,19 @@ def main() -> int:
 
     model, dcfg = load_dae(result.checkpoint)
     steps = args.ddim_steps or dcfg.sample_steps
+    invert_steps = args.invert_steps or dcfg.invert_steps
     held = FramesDataset(args.data, splits=HELD_OUT, image_size=dcfg.image_size)
     idx = np.linspace(0, len(held) - 1, min(args.frames, len(held))).round().astype(int)
     x0 = torch.stack([held[int(i)] for i in idx])
     mean = mean_train_frame(args.data, dcfg.image_size)
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-    noise_dec, inv_dec = reconstruct(model, x0, steps, sched, seed=123)
+    noise_dec, inv_dec = reconstruct(model, x0, steps, sched, seed=123, invert_steps=invert_steps)
     figures = {
         "train_seconds": round(train_s, 1),
         "steps": result.final_step,
         "held_out_frames": len(x0),
         "ddim_steps": steps,
+        "invert_steps": invert_steps,
         "psnr_mean_frame": float(psnr(mean.expand_as(x0), x0).mean()),
         "psnr_noise_decode": float(psnr(noise_dec, x0).mean()),
         "psnr_inverted_decode": float(psnr(inv_dec, x0).mean()),

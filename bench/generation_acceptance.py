@@ -72,7 +72,7 @@ def main() -> int:
         print(f"{args.data}: need >= 2 held-out clips with ground truth (one is the pose reference)", file=sys.stderr)
         return 2
     talker = load_talker(args.bundle, torch.device("cpu"))
-    size = max(talker.dae_cfg.image_size, talker.config.preprocess.resolution)  # what generate writes
+    size = talker.config.preprocess.resolution  # measured at the crop size, as evaluate does
     labeller = FrameLabeller(talker.config.preprocess)
     out_root = args.out or Path(tempfile.mkdtemp(prefix="gen-acceptance-"))
     out_root.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,7 @@ def test_two_seconds_of_mp3_give_50_frames_h264_aac(bundle, tmp_path: Path) -> N
     s = probe(r.path)
     assert s["video"]["codec_name"] == "h264" and s["video"]["pix_fmt"] == "yuv420p"
     assert s["video"]["r_frame_rate"] == "25/1" and abs(int(s["video"]["nb_read_frames"]) - 50) <= 1
-    assert (s["video"]["width"], s["video"]["height"]) == (64, 64)  # the 16 px DAE's frames at the crop size
+    assert (s["video"]["width"], s["video"]["height"]) == (256, 256)  # the 16 px DAE's frames upscaled
     assert s["audio"]["codec_name"] == "aac"
     assert [p.name for p in r.path.parent.iterdir()] == ["o.mp4"]  # no temp file left behind
 
@@ -166,8 +166,9 @@ def test_pose_sources(tmp_path: Path) -> None:
 def test_constant_pose_and_silent_audio(bundle, talker, tmp_path: Path) -> None:
     sf.write(tmp_path / "silent.wav", np.zeros(SR, np.float32), SR)
     r = generate_video(bundle, tmp_path / "silent.wav", tmp_path / "s.mp4", pose="constant:0,0,0", steps=1,
-                       progress=False)  # fmt: skip
-    assert r.n_frames == 25 and probe(r.path)["video"]["codec_name"] == "h264"
+                       video_size=48, progress=False)  # fmt: skip
+    v = probe(r.path)["video"]
+    assert r.n_frames == 25 and v["codec_name"] == "h264" and (v["width"], v["height"]) == (48, 48)
     # the constant pose reaches the projector: it changes s2l's latents relative to the predicted pose
     mel = prepare_audio(tmp_path / "silent.wav", tmp_path / "w", talker.config.preprocess).mel()
     assert np.all(mel == np.float32(np.log(1e-5)))  # silence = the log floor, as preprocess writes it
@@ -190,6 +191,8 @@ def test_bad_inputs_raise_clear_errors(bundle, tmp_path: Path, monkeypatch) -> N
     with pytest.raises(InputMediaError, match="tiny.wav: too_short"):
         generate_video(bundle, tmp_path / "tiny.wav", out, steps=1, progress=False)
     sf.write(tmp_path / "a.wav", speech_like(1.0), SR)
+    with pytest.raises(DaetalkerError, match="--size 33"):
+        generate_video(bundle, tmp_path / "a.wav", out, video_size=33, progress=False)
     with pytest.raises(DaetalkerError, match="no such bundle folder"):
         generate_video(tmp_path / "nope", tmp_path / "a.wav", out, progress=False)
     with pytest.raises(IntegrityError):

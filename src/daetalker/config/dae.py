@@ -58,6 +58,9 @@ class DAEConfig:
     log_every: int = 100
     sample_every: int = 5000  # reconstruction grids (0 = only at the end)
     sample_steps: int = 20  # DDIM steps for logged reconstructions
+    # DDIM steps of the inversion x0 -> x_T (and of the decode back) in logged reconstructions: the
+    # round trip is exact only as the step count grows (tiny, 4000 steps: 37.1 dB at 20, 43.1 at 100)
+    invert_steps: int = 100
     sample_count: int = 8  # held-out frames in each logged grid
     # --- performance ---
     bf16: bool = True  # autocast where the device supports it
@@ -86,5 +89,6 @@ class DAEConfig:
             raise ValueError(f"mouth_weight must be >= 0, got {self.mouth_weight}")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
-        if not 1 <= self.sample_steps <= self.timesteps:
-            raise ValueError(f"sample_steps must be in [1, timesteps], got {self.sample_steps}")
+        for name in ("sample_steps", "invert_steps"):
+            if not 1 <= getattr(self, name) <= self.timesteps:
+                raise ValueError(f"{name} must be in [1, timesteps], got {getattr(self, name)}")

@@ -4,9 +4,12 @@ audio -> log-mel as preprocess writes it (``audio_io``) -> speech2latent in
 chunks of ``chunk_seconds`` with ``context_seconds`` of real audio on each side
 (only the inner frames are kept) -> un-normalised latents -> DDIM (eta 0) from
 ONE shared ``x_T`` for the whole video, ``batch_size`` frames per call -> uint8
-frames, upscaled (bicubic) to the dataset's crop size when the DAE runs smaller,
-so that the video has the ground truth's size and H.264's 4:2:0 chroma does not
-halve a 32 px face again, piped to ffmpeg (H.264 yuv420p + the input audio as AAC).
+frames, resized (bicubic) to ``video_size`` (default 256 px, never below the DAE's
+size), piped to ffmpeg (H.264 yuv420p crf 18 + the input audio as AAC). A small
+DAE's frames are upscaled before encoding because H.264 at 32-64 px quantises the
+few pixels of the eyes and lips away: on the tiny model's decodes, preprocessing's
+Face Mesh finds a face in 33% of frames after encoding at 64 px and in 96% at
+256 px (100% before encoding; docs/generation.md).
 
 The shared ``x_T`` is by default the stochastic subcode of the bundle's reference
 frame (a typical training frame, DDIM-inverted with its own z at the same step
@@ -56,6 +59,7 @@ from daetalker.train.loop import autocast
 __all__ = ["GenerationResult", "decode_latents", "generate_video", "make_test_bundle", "predict_latents",
            "reference_noise", "shared_noise"]  # fmt: skip
 FPS = 25
+VIDEO_SIZE = 256  # px of the written video unless the DAE is larger
 NOISE_MODES = ("reference", "random")
 log = logging.getLogger(__name__)
 
@@ -188,6 +192,7 @@ def generate_video(
     chunk_seconds: float = 10.0,
     context_seconds: float = 2.0,
     per_frame_noise: bool = False,
+    video_size: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> GenerationResult:
@@ -196,7 +201,8 @@ def generate_video(
     ``pose``: see :mod:`daetalker.generate.pose`; ``steps``: DDIM steps (default ``dae.sample_steps``);
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
-    samples x_T per frame from ``seed`` (ablation: it flickers).
+    samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
+    frames (default: ``VIDEO_SIZE`` or the DAE's size if larger).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -204,6 +210,8 @@ def generate_video(
         raise DaetalkerError("batch_size must be >= 1, chunk_seconds > 0 and context_seconds >= 0")
     if noise not in NOISE_MODES:
         raise DaetalkerError(f"--noise {noise}: must be one of {', '.join(NOISE_MODES)}")
+    if video_size is not None and (video_size < 16 or video_size % 2):
+        raise DaetalkerError(f"--size {video_size}: must be an even number of pixels >= 16 (H.264 4:2:0)")
     dev = pick_device(0, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
@@ -229,7 +237,7 @@ def generate_video(
         from tqdm.auto import tqdm
 
         tmp_out = out.with_name(f".{out.name}.{os.getpid()}.partial.mp4")
-        size = max(dcfg.image_size, talker.config.preprocess.resolution)
+        size = video_size or max(VIDEO_SIZE, dcfg.image_size)
         writer = _Mp4Writer(tmp_out, size, Path(audio), n)
         decode_s = 0.0
         try:
@@ -245,7 +253,8 @@ def generate_video(
                     for frames in decode_latents(talker.dae, z, x, steps=steps, schedule=schedule,
                                                  batch_size=batch_size, bf16=dcfg.bf16, clip_x0=not inverted):  # fmt: skip
                         if size != dcfg.image_size:
-                            frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False)
+                            frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False,
+                                                   antialias=size < dcfg.image_size)
                         batch = to_uint8(frames)
                         decode_s += time.perf_counter() - t_dec
                         writer.write(batch)

@@ -351,7 +351,8 @@ def _log_reconstructions(
     logger: TrainLogger,
 ) -> dict[str, float]:
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-    noise_dec, inv_dec = reconstruct(ema_model, x0, dcfg.sample_steps, sched, seed=dcfg.seed, bf16=dcfg.bf16)
+    noise_dec, inv_dec = reconstruct(ema_model, x0, dcfg.sample_steps, sched, seed=dcfg.seed, bf16=dcfg.bf16,
+                                    invert_steps=dcfg.invert_steps)
     metrics = {
         "psnr_noise_decode": float(psnr(noise_dec.cpu(), x0).mean()),
         "psnr_inverted_decode": float(psnr(inv_dec.cpu(), x0).mean()),

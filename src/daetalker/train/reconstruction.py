@@ -30,8 +30,10 @@ def reconstruct(
     *,
     seed: int = 0,
     bf16: bool = False,
+    invert_steps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(random-noise decode, inverted-noise decode) of frames x0 (B, 3, R, R), on x0's device."""
+    """(random-noise decode with ``steps``, inverted-noise decode with ``invert_steps`` (default
+    ``steps``) for both the inversion and the decode) of frames x0 (B, 3, R, R), on x0's device."""
     device = next(model.parameters()).device
     x0 = x0.to(device)
 
@@ -45,7 +47,8 @@ def reconstruct(
     x_T = torch.randn(x0.shape, generator=g, device=device)
     noise_decode = ddim_sample(eps, x_T, z, steps, sched)
     # the inverted code lies on the model's own deterministic path: clipping x0 would break the round trip
-    inverted_decode = ddim_sample(eps, ddim_invert(eps, x0, z, steps, sched), z, steps, sched, clip_x0=False)
+    k = invert_steps or steps
+    inverted_decode = ddim_sample(eps, ddim_invert(eps, x0, z, k, sched), z, k, sched, clip_x0=False)
     return noise_decode, inverted_decode
 
 
