@@ -7,8 +7,9 @@ from three x_T: the bundle's reference frame inverted with its own z, another
 training frame inverted likewise, and seeded random noise. For each it prints
 the share of frames where preprocessing's Face Mesh finds a face (detection and
 mesh presence, as the evaluation labels frames), on the decoded frames and after
-the H.264 round trip ``generate`` applies, and the Pearson r of the measured
-mouth opening with the ground truth on the decoded frames.
+the H.264 round trip ``generate`` applies (read back at the crop size), and the
+Pearson r of the measured mouth opening with the ground truth on the decoded
+frames.
 
     python bench/reference_noise.py --bundle BUNDLE --data DATA [--clips 2] [--steps 20] [--every 3]
 """
@@ -29,7 +30,8 @@ from daetalker.data import dataset as ds
 from daetalker.diffusion import linear_schedule
 from daetalker.evaluate.evaluate import FrameLabeller, decode_video
 from daetalker.generate.model import load_talker
-from daetalker.generate.video import _Mp4Writer, decode_latents, predict_latents, reference_noise, shared_noise
+from daetalker.generate.video import (VIDEO_SIZE, _Mp4Writer, decode_latents, predict_latents, reference_noise,
+                                      shared_noise)
 from daetalker.train.frames_dataset import read_manifest, to_model_range, to_uint8
 
 
@@ -81,9 +83,9 @@ def main() -> None:
                     out = torch.cat(list(decode_latents(t.dae, z, x_T, steps=args.steps, schedule=sched,
                                                         batch_size=64, clip_x0=clip_x0)))  # fmt: skip
                     up = to_uint8(F.interpolate(out, size=(size, size), mode="bicubic", align_corners=False))
-                    mp4 = Path(work) / "v.mp4"
-                    writer = _Mp4Writer(mp4, size, clip / "audio.wav", len(up))
-                    writer.write(up)
+                    mp4, vsize = Path(work) / "v.mp4", max(VIDEO_SIZE, d.image_size)  # as generate writes it
+                    writer = _Mp4Writer(mp4, vsize, clip / "audio.wav", len(up))
+                    writer.write(to_uint8(F.interpolate(out, size=(vsize, vsize), mode="bicubic", align_corners=False)))
                     writer.close()
                     m_dec, m_mp4 = labeller(up, row), labeller(decode_video(mp4, size, len(up)), row)
                     r = {"clip": row["clip_id"], "latents": source, "x_T": name, "frames": len(sel),

@@ -80,7 +80,7 @@ def test_metrics_json_has_gate_keys_ground_truth_and_per_clip(evaluated) -> None
     from daetalker.train.checkpoint import file_sha256
 
     assert m["syncnet_sha256"] == file_sha256(weights)[0]
-    assert m["encoding"]["crf"] == 18.0 and m["encoding"]["video_codec"] == "h264"
+    assert m["encoding"]["crf"] == 10.0 and m["encoding"]["video_codec"] == "h264"
     assert (result.metrics_path.parent / "videos" / "clip000.mp4").is_file()
 
 

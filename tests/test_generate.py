@@ -193,6 +193,8 @@ def test_bad_inputs_raise_clear_errors(bundle, tmp_path: Path, monkeypatch) -> N
     sf.write(tmp_path / "a.wav", speech_like(1.0), SR)
     with pytest.raises(DaetalkerError, match="--size 33"):
         generate_video(bundle, tmp_path / "a.wav", out, video_size=33, progress=False)
+    with pytest.raises(DaetalkerError, match="--crf 52"):
+        generate_video(bundle, tmp_path / "a.wav", out, crf=52, progress=False)
     with pytest.raises(DaetalkerError, match="no such bundle folder"):
         generate_video(tmp_path / "nope", tmp_path / "a.wav", out, progress=False)
     with pytest.raises(IntegrityError):

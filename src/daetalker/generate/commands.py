@@ -29,13 +29,15 @@ def register(app: typer.Typer) -> None:
         chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Audio per speech2latent pass.")] = 10.0,
         size: Annotated[Optional[int], typer.Option("--size", help="Side of the written frames in px; default "
                                                     "256 or the DAE's size if larger.")] = None,
+        crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 10,
         device: DeviceOpt = None,
     ) -> None:
         """Render a talking-face video of AUDIO with a trained talker (one shared x_T, batched DDIM)."""
         from daetalker.generate.video import generate_video
 
         r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
-                           chunk_seconds=chunk_seconds, video_size=size, device=device)  # fmt: skip
+                           chunk_seconds=chunk_seconds, video_size=size, crf=crf,
+                           device=device)  # fmt: skip
         typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                                "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
 

@@ -5,11 +5,13 @@ chunks of ``chunk_seconds`` with ``context_seconds`` of real audio on each side
 (only the inner frames are kept) -> un-normalised latents -> DDIM (eta 0) from
 ONE shared ``x_T`` for the whole video, ``batch_size`` frames per call -> uint8
 frames, resized (bicubic) to ``video_size`` (default 256 px, never below the DAE's
-size), piped to ffmpeg (H.264 yuv420p crf 18 + the input audio as AAC). A small
-DAE's frames are upscaled before encoding because H.264 at 32-64 px quantises the
-few pixels of the eyes and lips away: on the tiny model's decodes, preprocessing's
-Face Mesh finds a face in 33% of frames after encoding at 64 px and in 96% at
-256 px (100% before encoding; docs/generation.md).
+size), piped to ffmpeg (H.264 yuv420p at ``crf``, default 10, + the input audio as
+AAC). A small DAE's frames are upscaled and encoded near-losslessly because H.264
+quantises the few pixels of their eyes and lips away: on the tiny model's
+decodes Face Mesh finds a face in 6% of frames after crf 18 at 64 px, 72% after
+crf 18 at 256 px and 92% after crf 10 at 256 px (95% before encoding; real
+frames keep 100% in every case; ``bench/video_size.py``, docs/generation.md).
+crf 10 at 256 px is about 2.4 kB a frame (0.5 Mbit/s).
 
 The shared ``x_T`` is by default the stochastic subcode of the bundle's reference
 frame (a typical training frame, DDIM-inverted with its own z at the same step
@@ -60,6 +62,7 @@ __all__ = ["GenerationResult", "decode_latents", "generate_video", "make_test_bu
            "reference_noise", "shared_noise"]  # fmt: skip
 FPS = 25
 VIDEO_SIZE = 256  # px of the written video unless the DAE is larger
+CRF = 10  # x264 constant rate factor: near-lossless (18 is the usual "visually lossless" for real video)
 NOISE_MODES = ("reference", "random")
 log = logging.getLogger(__name__)
 
@@ -143,7 +146,7 @@ def decode_latents(
 class _Mp4Writer:
     """ffmpeg reading rgb24 frames on stdin, muxing them with ``audio`` into ``path`` (H.264 + AAC)."""
 
-    def __init__(self, path: Path, size: int, audio: Path, n_frames: int, crf: int = 18) -> None:
+    def __init__(self, path: Path, size: int, audio: Path, n_frames: int, crf: int = CRF) -> None:
         self.path = path
         self.log = tempfile.TemporaryFile()
         cmd = FFMPEG + [
@@ -193,6 +196,7 @@ def generate_video(
     context_seconds: float = 2.0,
     per_frame_noise: bool = False,
     video_size: int | None = None,
+    crf: int = CRF,
     device: str | None = None,
     progress: bool = True,
 ) -> GenerationResult:
@@ -202,7 +206,8 @@ def generate_video(
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
     samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
-    frames (default: ``VIDEO_SIZE`` or the DAE's size if larger).
+    frames (default: ``VIDEO_SIZE`` or the DAE's size if larger); ``crf``: x264 quality (0-51, lower
+    is better).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -212,6 +217,8 @@ def generate_video(
         raise DaetalkerError(f"--noise {noise}: must be one of {', '.join(NOISE_MODES)}")
     if video_size is not None and (video_size < 16 or video_size % 2):
         raise DaetalkerError(f"--size {video_size}: must be an even number of pixels >= 16 (H.264 4:2:0)")
+    if not 0 <= crf <= 51:
+        raise DaetalkerError(f"--crf {crf}: must be in [0, 51] (x264's range; lower is better quality)")
     dev = pick_device(0, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
@@ -238,7 +245,7 @@ def generate_video(
 
         tmp_out = out.with_name(f".{out.name}.{os.getpid()}.partial.mp4")
         size = video_size or max(VIDEO_SIZE, dcfg.image_size)
-        writer = _Mp4Writer(tmp_out, size, Path(audio), n)
+        writer = _Mp4Writer(tmp_out, size, Path(audio), n, crf=crf)
         decode_s = 0.0
         try:
             with tqdm(total=n, desc="generate", unit="frame", disable=not progress, mininterval=1.0) as bar:
