@@ -43,6 +43,7 @@ setup: system-deps $(STAMP)
 
 demo: setup
 	$(BIN)/daetalker pipeline run --out $(DEMO_DIR) --profile tiny
+	$(BIN)/daetalker registry history synthetic
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
