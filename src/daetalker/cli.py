@@ -73,11 +73,10 @@ _register_subcommands()
 
 
 def main() -> None:
-    try:
-        app()
-    except DaetalkerError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
+    """The ``daetalker`` entry point: the app inside the error boundary (:mod:`daetalker.error_boundary`)."""
+    from daetalker.error_boundary import run
+
+    sys.exit(run(app, lambda message: console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,19 @@ from daetalker.cli_options import data_dvc_for as _data_dvc
 from daetalker.cli_options import mlflow_wanted as _mlflow_wanted
 
 
+def read_champion(path: Path) -> dict[str, float]:
+    """The flat numbers of a champion's metrics.json (for the report's comparison column)."""
+    from daetalker.errors import InputMediaError
+
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputMediaError(path, "bad_metrics", f"not JSON ({e})", "pass the metrics.json `evaluate` wrote") from e
+    if not isinstance(data, dict):
+        raise InputMediaError(path, "bad_metrics", "not a JSON object", "pass the metrics.json `evaluate` wrote")
+    return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 def register(app: typer.Typer) -> None:
     @app.command("train-syncnet")
     def train_syncnet_cmd(
@@ -32,10 +45,13 @@ def register(app: typer.Typer) -> None:
         Held-out (val/test) pair accuracy and LSE go to OUT/syncnet_report.json with the
         sha256 of the weights; LSE values are only comparable under the same hash.
         """
+        from daetalker import outputs
         from daetalker.config import load_config
         from daetalker.evaluate.syncnet_train import result_dict, train_syncnet
         from daetalker.train.loop import NullLogger
 
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--data": data, "--config": config})
         cfg = load_config(profile, config, set_ or [])
         if _mlflow_wanted(mlflow, cfg.syncnet.mlflow):
             import mlflow as mlflow_mod
@@ -62,10 +78,10 @@ def register(app: typer.Typer) -> None:
         config: ConfigOpt = None,
         set_: SetOpt = None,
         split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
-        steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps (default: the bundle's).")] = None,
-        max_clips: Annotated[Optional[int], typer.Option("--max-clips", help="Evaluate the first N clips only.")] = None,
+        steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps (default: the bundle's).")] = None,
+        max_clips: Annotated[Optional[int], typer.Option("--max-clips", min=1, help="Evaluate the first N clips only.")] = None,
         fid_frames_per_clip: Annotated[
-            Optional[int], typer.Option("--fid-frames-per-clip", help="Cap frames per clip fed to FID (CPU cost).")
+            Optional[int], typer.Option("--fid-frames-per-clip", min=1, help="Cap frames per clip fed to FID (CPU cost).")
         ] = None,
         champion_metrics: Annotated[
             Optional[Path], typer.Option("--champion-metrics", help="metrics.json of the champion, for the report.")
@@ -81,13 +97,15 @@ def register(app: typer.Typer) -> None:
         Writes OUT/metrics.json (lse_c, lse_d, fid, pose_mae, ... + a ground_truth block and
         per_clip rows, with the SyncNet hash and encoding) and OUT/report/report.html.
         """
+        from daetalker import outputs
         from daetalker.config import load_config
         from daetalker.evaluate.evaluate import evaluate_model
 
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--model": model, "--data": data, "--syncnet-weights": syncnet_weights,
+                                             "--champion-metrics": champion_metrics, "--config": config})
         cfg = load_config(profile, config, set_ or [])
-        champion = json.loads(champion_metrics.read_text()) if champion_metrics else None
-        if isinstance(champion, dict):  # a whole metrics.json: keep the flat numbers
-            champion = {k: v for k, v in champion.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        champion = read_champion(champion_metrics) if champion_metrics else None
         kwargs = dict(syncnet_weights=syncnet_weights, cfg=cfg, split=split, steps=steps, champion_metrics=champion,
                       max_clips=max_clips, fid_frames_per_clip=fid_frames_per_clip)
         if _mlflow_wanted(mlflow, True):

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from daetalker.errors import DaetalkerError
+from daetalker.outputs import write_text
 
 FPS = 25
 REFINE_BELOW = 0.2  # as data.preprocess: refine detections smaller than this fraction of the frame
@@ -252,9 +253,10 @@ def evaluate_model(model: str | Path, data_dir: Path, out_dir: Path, *, syncnet_
     from daetalker.evaluate.syncnet import load_syncnet
     from daetalker.evaluate.syncnet_train import read_clip_audio
     from daetalker.generate.video import generate_video
+    from daetalker.train.frames_dataset import read_manifest
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    manifest = ds.load_manifest(data_dir)
+    manifest = read_manifest(data_dir)  # names the folder and the fix when it is not a dataset
     rows_df = manifest[manifest["split"] == split].sort_values("clip_id")
     if max_clips is not None:
         rows_df = rows_df.head(max_clips)
@@ -308,7 +310,7 @@ def evaluate_model(model: str | Path, data_dir: Path, out_dir: Path, *, syncnet_
     )
     metrics = _clean(metrics)
     metrics_path = out_dir / METRICS_FILE
-    metrics_path.write_text(json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
     report_path = write_report(metrics, traces, out_dir / "report")
     _log_mlflow(metrics, metrics_path, report_path.parent)
     return EvalResult(metrics, metrics_path, report_path)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from daetalker.errors import DaetalkerError
+from daetalker.outputs import write_text
 
 # (key, label, better): the rows of the headline table, in order
 HEADLINE = (
@@ -207,6 +208,4 @@ encoding: {html.escape(enc_text)}. FID from {metrics.get('fid_frames')} generate
 {''.join(clips)}
 </body></html>
 """
-    path = out_dir / "report.html"
-    path.write_text(page)
-    return path
+    return write_text(out_dir / "report.html", page)

@@ -21,19 +21,23 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str, typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS.")],
         out: Annotated[Path, typer.Option("--out", help="Output .mp4 (H.264 + AAC, 25 fps).")],
         pose: Annotated[str, typer.Option("--pose", help="predicted | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
-        steps: Annotated[Optional[int], typer.Option("--steps", help="DDIM steps; default dae.sample_steps.")] = None,
-        seed: Annotated[int, typer.Option("--seed", help="Seed of the one shared x_T (--noise random).")] = 0,
+        steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps; default dae.sample_steps.")] = None,
+        seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
         noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
                                            "DDIM-inverted) or random.")] = "reference",
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Frames decoded per DDIM batch.")] = 16,
-        chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", help="Audio per speech2latent pass.")] = 10.0,
-        size: Annotated[Optional[int], typer.Option("--size", help="Side of the written frames in px; default "
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Frames decoded per DDIM batch.")] = 16,
+        chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", min=0.2, max=600.0, help="Audio per speech2latent pass.")] = 10.0,
+        size: Annotated[Optional[int], typer.Option("--size", min=16, max=2048, help="Side of the written frames in px; default "
                                                     "256 or the DAE's size if larger.")] = None,
-        crf: Annotated[int, typer.Option("--crf", help="x264 quality, 0-51 (lower is better).")] = 10,
+        crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="x264 quality, 0-51 (lower is better).")] = 10,
         device: DeviceOpt = None,
     ) -> None:
         """Render a talking-face video of AUDIO with a trained talker (one shared x_T, batched DDIM)."""
+        from daetalker import outputs
         from daetalker.generate.video import generate_video
+
+        outputs.require_file_target("--out", out, (".mp4",))
+        outputs.refuse_inputs("--out", out, {"--audio": audio, "--model": model})
 
         r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
                            chunk_seconds=chunk_seconds, video_size=size, crf=crf,
@@ -62,6 +66,10 @@ def register(app: typer.Typer) -> None:
         from daetalker.train.loop import NullLogger
         from daetalker.train.s2l_trainer import train_s2l
 
+        from daetalker import outputs
+
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--data": data, "--latents": latents, "--config": config})
         cfg = load_config(profile, config, set_ or [])
         is_main = int(os.environ.get("RANK", "0")) == 0
         wanted = mlflow if mlflow is not None else cfg.s2l.mlflow and bool(os.environ.get("MLFLOW_TRACKING_URI"))
@@ -86,6 +94,10 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="New bundle folder.")],
     ) -> None:
         """Write a verified model bundle (what `generate` and the registry load)."""
+        from daetalker import outputs
         from daetalker.generate.model import bundle_from_training
+
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--dae": dae, "--s2l": s2l, "--latents": latents})
 
         typer.echo(str(bundle_from_training(dae, s2l, latents, out)))

@@ -46,15 +46,7 @@ def resolve_bundle(source: str | Path, work_dir: Path) -> Path:
     if text.startswith("models:/"):
         from daetalker.registry.log_model import fetch_bundle
 
-        try:
-            return fetch_bundle(text, work_dir / "model")
-        except DaetalkerError:
-            raise
-        except Exception as e:  # MlflowException: unknown name/alias, no server
-            raise DaetalkerError(
-                f"--model {text}: cannot fetch it from the MLflow registry ({str(e).splitlines()[0][:200]}) "
-                "(fix: check the name and alias with `daetalker registry` commands and MLFLOW_TRACKING_URI)"
-            ) from e
+        return fetch_bundle(text, work_dir / "model")
     path = Path(text)
     if not path.is_dir():
         raise DaetalkerError(f"--model {path}: no such bundle folder (fix: pass a folder written by "

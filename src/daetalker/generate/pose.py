@@ -22,6 +22,8 @@ import numpy as np
 from daetalker.errors import DaetalkerError, InputMediaError
 
 COLUMNS = ("yaw", "pitch", "roll")
+# A head turned or tilted past 90 degrees shows no face to render: the widest pose any talker can take.
+LIMIT_DEG = 90.0
 FIX = "use predicted, constant:YAW,PITCH,ROLL, reference:CLIP_DIR_OR_LABELS.parquet or a .csv with yaw,pitch,roll"
 
 
@@ -36,6 +38,9 @@ def resolve_pose(spec: str | None, n_frames: int) -> np.ndarray | None:
             values = []
         if len(values) != 3 or not np.all(np.isfinite(values)):
             raise DaetalkerError(f"--pose {spec!r}: constant needs three finite numbers, e.g. constant:0,5,0")
+        if max(abs(v) for v in values) > LIMIT_DEG:
+            raise DaetalkerError(f"--pose {spec!r}: yaw, pitch and roll must be in [-{LIMIT_DEG:g}, {LIMIT_DEG:g}] "
+                                 "degrees (fix: e.g. constant:10,-5,0; a face turned further away has nothing to show)")
         return np.tile(np.asarray(values, np.float32), (n_frames, 1))
     if spec.startswith("reference:"):
         return _reference(Path(spec.removeprefix("reference:")), n_frames)
@@ -67,6 +72,10 @@ def _csv(path: Path, n_frames: int) -> np.ndarray:
     if len(bad):
         raise InputMediaError(path, "pose_not_finite", f"NaN/inf in {len(bad)} row(s), first at row {bad[0]}",
                               "fill every row with finite degrees")  # fmt: skip
+    far = np.flatnonzero(np.abs(pose).max(1) > LIMIT_DEG)
+    if len(far):
+        raise InputMediaError(path, "pose_out_of_range", f"{len(far)} row(s) beyond +-{LIMIT_DEG:g} degrees, first at "
+                              f"row {far[0]}", f"keep yaw, pitch and roll in [-{LIMIT_DEG:g}, {LIMIT_DEG:g}] degrees")
     return pose.astype(np.float32)
 
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from daetalker.data.ingest import FFMPEG
 from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample, linear_schedule
 from daetalker.diffusion.ddim import EpsModel
+from daetalker import outputs
 from daetalker.errors import DaetalkerError
 from daetalker.generate.audio_io import prepare_audio
 from daetalker.generate.model import load_talker, make_test_bundle, resolve_bundle
@@ -219,6 +220,8 @@ def generate_video(
         raise DaetalkerError(f"--size {video_size}: must be an even number of pixels >= 16 (H.264 4:2:0)")
     if not 0 <= crf <= 51:
         raise DaetalkerError(f"--crf {crf}: must be in [0, 51] (x264's range; lower is better quality)")
+    outputs.require_file_target("--out", out, (".mp4",))  # before minutes of rendering, not after
+    outputs.refuse_inputs("--out", out, {"--audio": audio})
     dev = pick_device(0, device)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
@@ -243,7 +246,7 @@ def generate_video(
 
         from tqdm.auto import tqdm
 
-        tmp_out = out.with_name(f".{out.name}.{os.getpid()}.partial.mp4")
+        tmp_out = outputs.partial_path(out)
         size = video_size or max(VIDEO_SIZE, dcfg.image_size)
         writer = _Mp4Writer(tmp_out, size, Path(audio), n, crf=crf)
         decode_s = 0.0

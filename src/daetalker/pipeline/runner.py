@@ -50,10 +50,11 @@ def run_local(
     import mlflow
 
     from daetalker import tracking
+    from daetalker.outputs import require_dir_target, write_text
     from daetalker.services.mlflow_server import ensure_tracking_uri
     from pipelines.train_speaker import train_speaker
 
-    out = Path(out).resolve()
+    out = require_dir_target("--out", out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     workspace = Path(workspace or repo_root()).resolve()
     uri = ensure_tracking_uri()
@@ -80,7 +81,7 @@ def run_local(
         mlflow.log_dict(outputs, "pipeline_outputs.json")
         seconds = time.time() - t0
         mlflow.log_metric("pipeline_seconds", seconds)
-    (out / "pipeline_outputs.json").write_text(json.dumps(outputs, indent=2))
+    write_text(out / "pipeline_outputs.json", json.dumps(outputs, indent=2))
     return LocalRun(parent.info.run_id, uri, outputs, seconds, out / "kfp")
 
 
@@ -94,7 +95,9 @@ def compile_pipeline(path: Path, name: str = "train-speaker", cluster: bool = Fa
 
     import pipelines
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    compiler.Compiler().compile(pipelines.build(name, cluster), str(path))
+    from daetalker import outputs
+
+    path = outputs.require_file_target("--out", path, (".yaml", ".yml"))
+    with outputs.atomic_path(path) as tmp:  # a failed compile leaves the previous YAML, not half of one
+        compiler.Compiler().compile(pipelines.build(name, cluster), str(tmp))
     return path

@@ -218,7 +218,9 @@ def champion_metrics(speaker: str) -> dict[str, float] | None:
 
     from daetalker.registry.names import METRIC_TAG, model_name
 
-    client = MlflowClient()
+    from daetalker.services.mlflow_server import ensure_tracking_uri
+
+    client = MlflowClient(ensure_tracking_uri())
     try:
         version = client.get_registered_model(model_name(speaker)).aliases.get("champion")
     except MlflowException:

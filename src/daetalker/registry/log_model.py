@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import daetalker
-from daetalker.errors import IntegrityError
+from daetalker.errors import DaetalkerError, IntegrityError
 from daetalker.registry.bundle import manifest_sha256, verify_bundle
 
 MODEL_NAME = "talker"  # the logged model's name inside its run
@@ -54,15 +54,29 @@ def log_bundle(bundle_dir: Path | str, run: Any = None, name: str = MODEL_NAME) 
     )
 
 
-def fetch_bundle(model_uri: str, dst: Path | str | None = None) -> Path:
+def fetch_bundle(model_uri: str, dst: Path | str | None = None, tracking_uri: str | None = None) -> Path:
     """Download ``model_uri`` (e.g. ``models:/talker-synth@champion``) and return its verified bundle folder.
 
-    For callers that want the files, not the pyfunc wrapper (``daetalker generate``).
+    For callers that want the files, not the pyfunc wrapper (``daetalker generate``). The registry
+    read is ``tracking_uri``, by default the project's store (:func:`tracking_store`), never
+    MLflow's default ``./mlflow.db``; an error names the store it read.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+    from daetalker.services.mlflow_server import TrackingStore, tracking_store
+
+    store = TrackingStore(tracking_uri, "given") if tracking_uri else tracking_store()
+    # models:/ resolution opens a client on the *current* tracking URI whatever download_artifacts is given
+    mlflow.set_tracking_uri(store.uri)
+    mlflow.set_registry_uri(store.uri)
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+    except MlflowException as e:  # unknown name, alias or version; server down
+        raise DaetalkerError(
+            f"{model_uri}: cannot fetch it from the MLflow registry at {store} ({str(e).splitlines()[0][:200]}) "
+            "(fix: list the speaker's versions and aliases with `daetalker registry history SPEAKER`)") from e
     model = Model.load(str(local / "MLmodel"))
     entry = model.flavors.get("python_function", {}).get("artifacts", {}).get("bundle")
     expected = (model.metadata or {}).get("bundle_sha256")

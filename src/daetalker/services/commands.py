@@ -28,6 +28,8 @@ def register(app: typer.Typer) -> None:
             Optional[int],
             typer.Option(
                 "--port",
+                min=1024,
+                max=65535,
                 envvar="DAETALKER_MLFLOW_PORT",
                 help="Port on 127.0.0.1 (default: 5000 if free, else a free port).",
             ),

@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -187,13 +188,33 @@ def _health_ok(url: str, timeout: float) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class TrackingStore:
+    """The MLflow server a command reads and writes, and why that one."""
+
+    uri: str
+    source: str  # "$MLFLOW_TRACKING_URI" or "the local server of <state dir>"
+
+    def __str__(self) -> str:
+        return f"{self.uri} ({self.source})"
+
+
+def tracking_store(state_dir: Path | str | None = None) -> TrackingStore:
+    """The one answer to "which MLflow?" for every command: ``$MLFLOW_TRACKING_URI`` if set, else the
+    project's local server under the state folder (started if down). Never MLflow's own default
+    (``./mlflow.db`` in whatever folder the command runs from)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return TrackingStore(uri, "$MLFLOW_TRACKING_URI")
+    server = MlflowServer(state_dir)
+    return TrackingStore(server.start(), f"the local server of {server.state_dir}; set MLFLOW_TRACKING_URI "
+                                         "to read another")
+
+
 def ensure_tracking_uri(state_dir: Path | str | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI`` if set, else the local server's URL (started if down).
+    """:func:`tracking_store`'s URI.
 
     A server started here keeps running after this process exits, like
     ``daetalker mlflow up``; ``daetalker mlflow down`` stops it.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return MlflowServer(state_dir).start()
+    return tracking_store(state_dir).uri

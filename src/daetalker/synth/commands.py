@@ -12,9 +12,9 @@ def register(app: typer.Typer) -> None:
     @app.command("synth")
     def synth(
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the clips and corpus.json.")],
-        minutes: Annotated[float, typer.Option("--minutes", "-m", help="Total length of video to write.")] = 1.0,
-        seed: Annotated[int, typer.Option("--seed", "-s", help="Seeds the speaker and every clip.")] = 0,
-        size: Annotated[Optional[int], typer.Option("--size", help="Frame side in px (overrides synth.size).")] = None,
+        minutes: Annotated[float, typer.Option("--minutes", "-m", min=0.05, max=600.0, help="Total length of video to write.")] = 1.0,
+        seed: Annotated[int, typer.Option("--seed", "-s", min=0, help="Seeds the speaker and every clip.")] = 0,
+        size: Annotated[Optional[int], typer.Option("--size", min=32, max=2048, help="Frame side in px (overrides synth.size).")] = None,
         profile: Annotated[
             str, typer.Option("--profile", "-p", help="Named profile: tiny, base128, paper256.")
         ] = "tiny",
@@ -29,9 +29,12 @@ def register(app: typer.Typer) -> None:
         """Write clips of ONE procedurally drawn speaker: clip_XXXX.mp4 (H.264+AAC, 25 fps),
         .wav (16 kHz mono) and .parquet (per-frame yaw/pitch/roll, mouth_open, viseme, blink,
         voiced), plus corpus.json. The same seed gives the same corpus."""
+        from daetalker import outputs
         from daetalker.config import load_config
         from daetalker.synth.corpus import synth_corpus
 
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--config": config})
         sets = list(overrides or [])
         if size is not None:
             sets.append(f"synth.size={size}")

@@ -37,9 +37,12 @@ def register(app: typer.Typer) -> None:
         Checkpoints land in OUT/checkpoints (latest.pt + numbered), written atomically;
         --resume continues bit-exactly from the newest intact one.
         """
+        from daetalker import outputs
         from daetalker.config import load_config
         from daetalker.train.dae_trainer import train_dae
 
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--data": data, "--config": config})
         cfg = load_config(profile, config, set_ or [])
         is_main = int(os.environ.get("RANK", "0")) == 0
         if _mlflow_wanted(mlflow, cfg.dae.mlflow) and is_main:
@@ -67,11 +70,14 @@ def register(app: typer.Typer) -> None:
         data: Annotated[Path, typer.Option("--data", help="Preprocessed dataset (manifest.parquet + clips/).")],
         model: Annotated[Path, typer.Option("--model", help="DAE checkpoint, e.g. RUN/checkpoints/latest.pt.")],
         out: Annotated[Path, typer.Option("--out", help="Output: latents/<clip>.npy, latent_stats.npz, latents.json.")],
-        batch_size: Annotated[int, typer.Option("--batch-size", help="Frames per encoder batch.")] = 64,
+        batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Frames per encoder batch.")] = 64,
         device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda; default: auto.")] = None,
     ) -> None:
         """Encode every frame with the EMA encoder: one latent array per clip, aligned to frames."""
+        from daetalker import outputs
         from daetalker.train.latents import extract_latents
 
+        outputs.require_dir_target("--out", out)
+        outputs.refuse_inputs("--out", out, {"--data": data, "--model": model})
         path = extract_latents(data, model, out, batch_size=batch_size, device=device)
         typer.echo(str(path))

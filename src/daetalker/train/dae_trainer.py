@@ -175,8 +175,9 @@ def _batches(
         # or a resumed run's dropout masks would shift by one draw
         generator=torch.Generator().manual_seed(dcfg.seed),
     )
-    for batch in loader:  # the sampler never ends
-        yield (batch[0], batch[1]) if dcfg.mouth_weight > 0 else (batch, None)
+    # A generator expression, so the dataset above is opened now: a bad dataset fails before
+    # anything is written to the run folder. The sampler never ends.
+    return ((b[0], b[1]) if dcfg.mouth_weight > 0 else (b, None) for b in loader)
 
 
 def _calibrate(st: _State, data_dir: Path, dcfg: DAEConfig, dev: torch.device) -> None:
