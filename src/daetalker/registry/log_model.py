@@ -68,11 +68,14 @@ def fetch_bundle(model_uri: str, dst: Path | str | None = None, tracking_uri: st
     from daetalker.services.mlflow_server import TrackingStore, tracking_store
 
     store = TrackingStore(tracking_uri, "given") if tracking_uri else tracking_store()
-    # models:/ resolution opens a client on the *current* tracking URI whatever download_artifacts is given
-    mlflow.set_tracking_uri(store.uri)
-    mlflow.set_registry_uri(store.uri)
+    # models:/ resolution opens a client on the *current* tracking URI whatever download_artifacts is
+    # given; set it for this call only, so the caller's MLflow settings stay as they were
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
     try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst) if dst else None))
+        with _use_tracking_uri(store.uri):
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri,
+                                                             dst_path=str(dst) if dst else None))
     except MlflowException as e:  # unknown name, alias or version; server down
         raise DaetalkerError(
             f"{model_uri}: cannot fetch it from the MLflow registry at {store} ({str(e).splitlines()[0][:200]}) "
