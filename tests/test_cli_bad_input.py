@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +64,8 @@ class Case:
     id: str
     args: list[str]
     code: int  # expected exit code
-    words: list[str]  # each must appear in the output
-    env: dict[str, str] = field(default_factory=dict)
+    words: list[str]  # each must appear in the output; {mlflow} stands for the session server's URL
+    mlflow: bool = False  # run with MLFLOW_TRACKING_URI set to the session's server
 
 
 CASES = [
@@ -142,6 +142,22 @@ CASES = [
                                         "--no-mlflow"], 2, ["metrics.json", "not JSON"]),
     Case("validate-missing", ["validate", "--data", "nodata", "--no-mlflow"], 2, ["nodata/manifest.parquet"]),
     Case("preprocess-in-missing", ["preprocess", "--in", "novideos", "--out", "ds"], 2, ["novideos", "fix:"]),
+    Case("preprocess-out-inside-in", ["preprocess", "--in", "data", "--out", "data/ds"], 2,
+         ["--out data/ds", "is inside the input --in data"]),
+    Case("preprocess-out-is-in", ["preprocess", "--in", "data", "--out", "data"], 2, ["is the input --in data"]),
+    Case("preprocess-nothing-usable", ["preprocess", "--in", "data", "--out", "ds"], 2,
+         ["data", "no video or audio file found", "fix:"]),
+    Case("history-at-not-a-time", ["registry", "history", "nobody", "--at", "notatime"], 2, ["--at", "ISO time"]),
+    # the registry named: which store was read
+    Case("promote-unknown-model", ["promote", "--speaker", "nobody", "--version", "1", "--reason", "r"], 2,
+         ["no registered model talker-nobody", "{mlflow} ($MLFLOW_TRACKING_URI)", "fix:"], mlflow=True),
+    Case("register-unknown-run", ["register", "--run", "0123456789abcdef", "--speaker", "nobody"], 2,
+         ["0123456789abcdef", "{mlflow} ($MLFLOW_TRACKING_URI)", "fix:"], mlflow=True),
+    Case("verify-unknown-model", ["registry", "verify", "nobody"], 2,
+         ["models:/talker-nobody@champion", "{mlflow} ($MLFLOW_TRACKING_URI)", "fix:"], mlflow=True),
+    Case("generate-unknown-model", ["generate", "--audio", "talk.wav", "--model", "models:/talker-nobody@champion",
+                                    "--out", "o.mp4"], 2, ["talker-nobody", "{mlflow} ($MLFLOW_TRACKING_URI)"],
+         mlflow=True),
 ]
 
 
@@ -151,13 +167,14 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeo
                           text=True, timeout=timeout)  # fmt: skip
 
 
-def test_bad_input_matrix(ws: Path, tmp_path: Path) -> None:
+def test_bad_input_matrix(ws: Path, tmp_path: Path, mlflow_server: str) -> None:
     """Every case: its exit code, its words, no traceback, every file of the user's folder unchanged."""
     before = snapshot(ws)
     logs = tmp_path / "outputs"
     logs.mkdir()
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
     with ThreadPoolExecutor(2) as pool:  # each case is a fresh interpreter: ~2 s of imports
-        results = list(pool.map(lambda c: run_cli(c.args, ws, c.env), CASES))
+        results = list(pool.map(lambda c: run_cli(c.args, ws, env if c.mlflow else None), CASES))
     problems = []
     for case, r in zip(CASES, results):
         text = r.stdout + r.stderr
@@ -165,14 +182,19 @@ def test_bad_input_matrix(ws: Path, tmp_path: Path) -> None:
         flat = " ".join(text.split())  # rich may wrap a long message
         if r.returncode != case.code:
             problems.append(f"{case.id}: exit {r.returncode}, expected {case.code}")
-        problems += [f"{case.id}: lacks {w!r}" for w in case.words if " ".join(w.split()) not in flat]
+        words = [w.replace("{mlflow}", mlflow_server) for w in case.words]
+        problems += [f"{case.id}: lacks {w!r}" for w in words if w not in flat]
         if "Traceback" in text:
             problems.append(f"{case.id}: printed a traceback")
     assert not problems, "\n".join(problems) + "\n\n" + "\n".join(
         f"--- {c.id}\n{(logs / f'{c.id}.txt').read_text()[-600:]}" for c in CASES)
     assert sum((logs / f"{c.id}.txt").read_text().count("Traceback") for c in CASES) == 0
-    assert snapshot(ws) == before  # byte-identical: nothing the user gave was touched
-    for made in ("o.mp4", "corpus", "run", "eval", "ds", "mlflow.db", "data/run", "data/eval"):
+    after = snapshot(ws)
+    assert {k: after.get(k) for k in before} == before  # byte-identical: nothing the user gave was touched
+    # the only new files: the reports of the preprocess that kept nothing (its quarantine says why)
+    assert {k for k in after if k not in before} == {"ds/manifest.parquet", "ds/preprocess.json",
+                                                      "ds/quarantine.parquet"}
+    for made in ("o.mp4", "corpus", "run", "eval", "mlflow.db", "data/run", "data/eval", "data/ds"):
         assert not (ws / made).exists(), f"{made} was left behind by a refused command"
     assert not list(ws.glob(".*.partial*"))
 

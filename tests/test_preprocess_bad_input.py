@@ -174,9 +174,11 @@ def test_an_internal_error_in_one_source_is_quarantined_not_raised(batch, tmp_pa
         raise RuntimeError("boom")
 
     monkeypatch.setattr(pp, "pick_speaker", boom)
-    summary = pp.preprocess_dataset(tmp_path / "in", tmp_path / "out", cfg, workers=1)
+    with pytest.raises(pp.NothingKept, match=r"nothing usable was kept: all 2 source\(s\) quarantined "
+                                             r"\(internal_error 2\)") as e:  # after writing the reports
+        pp.preprocess_dataset(tmp_path / "in", tmp_path / "out", cfg, workers=1)
     q = pd.read_parquet(tmp_path / "out" / ds.QUARANTINE)
-    assert summary.n_clips == 0 and list(q["reason"]) == ["internal_error", "internal_error"]
+    assert e.value.summary.n_clips == 0 and list(q["reason"]) == ["internal_error", "internal_error"]
     assert q["detail"].str.startswith("RuntimeError: boom at test_preprocess_bad_input.py:").all()
     assert not list((tmp_path / "out").glob(".tmp*")) and not (tmp_path / "out" / ".tmp").exists()
 

@@ -58,7 +58,7 @@ def good(tmp_path):
 
 def test_a_sound_dataset_passes_with_a_deterministic_report(good, cfg):
     result = validate_dataset(good, cfg)
-    assert result.success and result.failed == [] and result.evaluated == 33
+    assert result.success and result.failed == [] and result.evaluated == 35
     assert result.n_clips == 3 and result.usable_minutes == pytest.approx(3 * 1.2 / 60)
     report = json.loads(result.json_path.read_text())
     assert report["success"] and report["frames"] == 3 * N and report["quarantined_sources"] == 1
@@ -109,6 +109,52 @@ def test_failures_name_the_expectations_and_the_clips(tmp_path, cfg):
     assert not report["success"] and len(report["failed"]) == 6
 
 
+def test_a_truncated_frames_file_is_one_failure_naming_the_file_cause_and_fix(good, cfg):
+    frames = ds.clip_dir(good, "speaker-1-s0") / "frames.npy"
+    frames.write_bytes(frames.read_bytes()[: frames.stat().st_size // 2])  # a copy cut short
+    result = validate_dataset(good, cfg)
+    assert [(f.expectation, f.column, f.clips) for f in result.failed] == [
+        ("expect_column_values_to_be_null", "unreadable", ["speaker-1-s0"])]  # not one per hidden length
+    line = str(result.failed[0])
+    assert ("clips/speaker-1-s0/frames.npy: cannot be read: mmap length is greater than file size "
+            "(truncated or corrupt? fix: re-run `daetalker preprocess` with the same --in and --out") in line
+    report = json.loads(result.json_path.read_text())
+    assert report["failed"] == [line] and "clips/speaker-1-s0/frames.npy" in result.html_path.read_text()
+    with pytest.raises(ValidationFailed, match=r"fails 1 expectation\(s\)[\s\S]*speaker-1-s0/frames.npy"):
+        result.raise_for_failure()
+
+
+def test_missing_and_corrupt_files_each_named_once(good, cfg):
+    (ds.clip_dir(good, "speaker-0-s0") / "landmarks.npy").unlink()
+    (ds.clip_dir(good, "speaker-2-s0") / "labels.parquet").write_bytes(b"PAR1 not a table")
+    result = validate_dataset(good, cfg)
+    assert [f.column for f in result.failed] == ["unreadable"]
+    assert sorted(result.failed[0].clips) == ["speaker-0-s0", "speaker-2-s0"]
+    detail = result.failed[0].detail
+    assert "clips/speaker-0-s0/landmarks.npy: missing (fix: re-run `daetalker preprocess`" in detail
+    assert "clips/speaker-2-s0/labels.parquet: cannot be read:" in detail
+
+
+def test_a_dataset_without_train_clips_fails_with_the_fix(tmp_path, cfg):
+    root = tmp_path / "one-source"
+    rows = [write_clip(root, f"talk-s0-{s}", n=40, seed=1) for s in ("val", "test")]  # 3.2 s: enough minutes
+    for row, split in zip(rows, ("val", "test")):
+        row["split"] = split
+    write_dataset(root, rows)
+    result = validate_dataset(root, cfg)
+    assert [(f.expectation, f.column) for f in result.failed] == [
+        ("expect_column_distinct_values_to_contain_set", "split")]
+    assert "fix: the train split is empty: re-run `daetalker preprocess` into this folder" in str(result.failed[0])
+
+
+def test_the_report_names_the_split_strategy(good, cfg):
+    assert json.loads(validate_dataset(good, cfg).json_path.read_text())["split_strategy"] is None  # no record
+    (good / ds.RUN_RECORD).write_text(json.dumps({"split_strategy": ds.BY_TIME}))
+    result = validate_dataset(good, cfg)
+    assert json.loads(result.json_path.read_text())["split_strategy"] == "within_source_by_time"
+    assert "(within_source_by_time)" in result.html_path.read_text()
+
+
 def test_too_few_usable_minutes_fail_the_dataset(good, cfg):
     result = validate_dataset(good, replace(cfg, min_usable_minutes=5.0))
     assert [(f.expectation, f.column) for f in result.failed] == [("expect_column_sum_to_be_between", "usable_s")]
@@ -123,7 +169,7 @@ def test_cli_exit_code_follows_the_verdict(good, tmp_path):
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow", "--set", "preprocess.min_usable_minutes=0.05"])
     assert ok.exit_code == 0, ok.output
-    assert "33/33 expectations passed on 3 clips" in ok.output
+    assert "35/35 expectations passed on 3 clips" in ok.output
     bad = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow"])  # tiny profile wants 0.2 min
     assert bad.exit_code != 0 and isinstance(bad.exception, ValidationFailed)
     assert "usable_s" in str(bad.exception)

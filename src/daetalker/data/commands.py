@@ -24,11 +24,17 @@ def register(app: typer.Typer) -> None:
         """Cut every video into fixed face crops at 25 fps with 16 kHz audio, log-mel, pose and mouth labels.
 
         Bad inputs go to OUT/quarantine.parquet with the reason; unchanged sources are skipped on a rerun.
+        Exits 2 when no clip is kept (the reports are still written).
         """
         from rich.console import Console
 
+        from daetalker.data.dataset import PER_SOURCE
         from daetalker.data.preprocess import preprocess_dataset
 
+        from daetalker import outputs
+
+        outputs.require_dir_target("--out", out_dir)
+        outputs.refuse_inputs("--out", out_dir, {"--in": in_dir, "--config": config})
         cfg = stage_config(profile, config, overrides).preprocess
         console = Console(stderr=True)
 
@@ -43,6 +49,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{s.n_clips} clips ({s.frames} frames, {s.seconds / 60:.2f} min) in {s.manifest}; "
                    f"{s.n_quarantined} quarantined in {s.quarantine}; {s.n_reused} source(s) unchanged; "
                    f"{s.source_seconds:.1f} s of video in {s.wall_s:.1f} s ({rtf:.1f}x real time)")
+        typer.echo(f"splits {s.split_strategy}: " + ", ".join(f"{k} {v}" for k, v in s.splits.items())
+                   + ("" if s.split_strategy == PER_SOURCE else
+                      " (too few recordings to split by source: each segment's end is held out)"))
 
     @app.command()
     def validate(

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from daetalker.errors import DaetalkerError
+
 MANIFEST = "manifest.parquet"
 QUARANTINE = "quarantine.parquet"
 RUN_RECORD = "preprocess.json"
@@ -49,6 +51,23 @@ MANIFEST_SCHEMA: dict[str, str] = {
     "has_ground_truth": "bool",
 }
 QUARANTINE_SCHEMA: dict[str, str] = {"source": "string", "reason": "string", "detail": "string"}
+
+# How a dataset's rows got their split (preprocess.json ``split_strategy``, docs/dataset.md "Splits").
+PER_SOURCE = "per_source"
+BY_TIME = "within_source_by_time"
+MIN_SOURCES_PER_SOURCE = 3  # fewer recordings cannot fill train, val and test by source
+SPLITS = ("train", "val", "test")
+# Preprocess reuses a clip only when all its files read back whole, so a rerun repairs torn ones.
+REDO_FIX = ("re-run `daetalker preprocess` with the same --in and --out: it redoes the source of a clip whose "
+            "files are torn")
+
+
+class DatasetError(DaetalkerError):
+    """The processed dataset cannot be used as it is: the message names the file and the fix."""
+
+
+class EmptySplitError(DatasetError):
+    """A split a stage needs has no clip in the manifest."""
 
 
 # ------------------------------------------------------------------ names
@@ -91,6 +110,42 @@ def assign_splits(shas: list[str], val_fraction: float, test_fraction: float, se
     return split
 
 
+def split_strategy(splits: dict[str, str]) -> str:
+    """Per source (``splits`` from :func:`assign_splits`) when there are enough recordings and one of
+    them trains, or nothing to split; else by time within each recording."""
+    if not splits or (len(splits) >= MIN_SOURCES_PER_SOURCE and "train" in splits.values()):
+        return PER_SOURCE
+    return BY_TIME
+
+
+def time_split_ranges(n: int, val_fraction: float, test_fraction: float, min_frames: int) -> list[tuple[str, int, int]]:
+    """(split, first, end) frame ranges of one segment of ``n`` frames, in time order: train first,
+    then val, then test at the end, each of at least ``min_frames``. A segment too short for three
+    parts gives up val, then test; train always stays (``n >= min_frames``: shorter ones are quarantined)."""
+    held = {s: max(round(f * n), min_frames) for s, f in (("val", val_fraction), ("test", test_fraction)) if f > 0}
+    for drop in ("val", "test"):
+        if n - sum(held.values()) >= min_frames:
+            break
+        held.pop(drop, None)
+    parts, end = [], n
+    for s in ("test", "val"):
+        if s in held:
+            parts.insert(0, (s, end - held[s], end))
+            end -= held[s]
+    return [("train", 0, end), *parts]
+
+
+def empty_split_error(manifest_path: Path, splits: list[str], present: list[str]) -> EmptySplitError:
+    """No clip in ``splits``; when they include train, the fix (a rerun splits few recordings by time)."""
+    counts = ", ".join(f"{s} {present.count(s)}" for s in sorted(set(present))) or "none"
+    msg = f"{manifest_path}: no frames in split(s) {list(splits)} (clips per split: {counts})"
+    if "train" in splits:
+        msg += (f"; nothing to train on (fix: re-run `daetalker preprocess` into this folder: with fewer than "
+                f"{MIN_SOURCES_PER_SOURCE} recordings it splits each one by time, so train is never empty "
+                "(docs/dataset.md, Splits); or add recordings of the speaker)")
+    return EmptySplitError(msg)
+
+
 # ------------------------------------------------------------------ readers
 def clip_dir(data_dir: Path, cid: str) -> Path:
     return Path(data_dir) / CLIPS / cid
@@ -103,8 +158,49 @@ def load_manifest(data_dir: Path):
 
 
 def open_frames(data_dir: Path, cid: str) -> np.ndarray:
-    """uint8 (N, R, R, 3) RGB, memory-mapped read-only."""
-    return np.load(clip_dir(data_dir, cid) / "frames.npy", mmap_mode="r")
+    """uint8 (N, R, R, 3) RGB, memory-mapped read-only; :class:`DatasetError` names a torn file."""
+    return read_header(clip_dir(data_dir, cid) / "frames.npy")
+
+
+def read_header(path: Path, where: str | None = None, fix: str = REDO_FIX) -> Any:
+    """The cheap view of one clip file: a .npy memory-mapped, a .parquet's metadata, a .wav's info.
+
+    A missing, truncated or corrupt file raises :class:`DatasetError` with the file (``where``,
+    default the path), the real cause and ``fix``, instead of numpy's bare
+    "mmap length is greater than file size" somewhere later.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, mmap_mode="r")
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_metadata(path)
+        import soundfile as sf
+
+        return sf.info(str(path))
+    except FileNotFoundError:
+        raise DatasetError(f"{where or path}: missing (fix: {fix})") from None
+    except (OSError, ValueError, RuntimeError, EOFError) as exc:  # pyarrow, soundfile and numpy raise these
+        raise DatasetError(f"{where or path}: cannot be read: {exc} (truncated or corrupt? fix: {fix})") from exc
+
+
+def clip_problem(data_dir: Path, row: dict[str, Any], mel_per_frame: int, samples_per_frame: int) -> str | None:
+    """Why clip ``row`` (a manifest row) is not whole on disk: the first file missing, torn or of the
+    wrong length; None when every file reads back with the manifest's frame count."""
+    n = int(row["n_frames"])
+    want = {"frames.npy": n, "landmarks.npy": n, "labels.parquet": n, "mel.npy": mel_per_frame * n,
+            "audio.wav": samples_per_frame * n}
+    for name in FILES:
+        try:
+            h = read_header(clip_dir(data_dir, row["clip_id"]) / name)
+        except DatasetError as exc:
+            return str(exc)
+        rows = h.shape[0] if name.endswith(".npy") else h.num_rows if name.endswith(".parquet") else h.frames
+        if rows != want[name]:
+            return f"{name}: {rows} rows, expected {want[name]}"
+    return None
 
 
 # ------------------------------------------------------------------ writers

@@ -6,12 +6,17 @@ kept segment that writes frames, Face Mesh landmarks, pose and mouth labels,
 wav and log-mel into a temporary folder moved into place when complete.
 Any failure of one source lands in quarantine; the batch goes on. Sources
 whose content hash and config are unchanged since the last run are skipped.
+Splits are drawn per source; with fewer than three recordings each kept
+segment is cut in time into train, val and test clips instead (docs/dataset.md).
+A run that keeps no clip raises :class:`NothingKept` after writing its reports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import os
 import shutil
 import tempfile
@@ -30,6 +35,8 @@ from daetalker.data.face_crop import FaceLog, FrameFaces, Speaker, crop_box, pic
 from daetalker.data.probe import MediaInfo, check_usable, probe
 from daetalker.data.quarantine import QuarantineRecord, from_exception, write_quarantine
 from daetalker.errors import InputMediaError
+
+log = logging.getLogger(__name__)
 
 VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".mts",
               ".m2ts", ".flv", ".wmv", ".3gp", ".ogv"}
@@ -84,6 +91,16 @@ class PreprocessSummary:
     peak_rss_mb: float  # largest peak RSS of this process and the workers (ffmpeg not included)
     manifest: Path
     quarantine: Path
+    split_strategy: str = ds.PER_SOURCE  # preprocess.json ``split_strategy``
+    splits: dict[str, int] = field(default_factory=dict)  # clips per split
+
+
+class NothingKept(ds.DatasetError):
+    """Every source was quarantined (or none was found); the reports are written, ``summary`` holds the run."""
+
+    def __init__(self, message: str, summary: PreprocessSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
 
 
 # ------------------------------------------------------------------ discovery
@@ -418,7 +435,15 @@ def _load_record(out_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _reuse(old: dict[str, Any], fingerprint: str, src: Source, out_dir: Path) -> SourceResult | None:
+def _clip_problem(out_dir: Path, row: dict[str, Any], cfg: PreprocessConfig) -> str | None:
+    from daetalker.data.audio_features import hop_samples
+
+    spf = cfg.sample_rate // cfg.fps
+    return ds.clip_problem(out_dir, row, spf // hop_samples(cfg), spf)
+
+
+def _reuse(old: dict[str, Any], fingerprint: str, src: Source, out_dir: Path,
+           cfg: PreprocessConfig) -> SourceResult | None:
     """The previous run's result for an unchanged source, if its clip folders are all there."""
     if old.get("config_fingerprint") != fingerprint:
         return None
@@ -426,14 +451,14 @@ def _reuse(old: dict[str, Any], fingerprint: str, src: Source, out_dir: Path) ->
     if not entry or entry.get("sha256") != src.sha256:
         return None
     rows = entry.get("clips", [])
-    if not all(all((ds.clip_dir(out_dir, r["clip_id"]) / f).is_file() for f in ds.FILES) for r in rows):
+    if any(_clip_problem(out_dir, r, cfg) for r in rows):  # missing or torn: process the source again
         return None
     q = [QuarantineRecord(src.rel, r["reason"], r["detail"]) for r in entry.get("quarantine", [])]
     return SourceResult(src.rel, src.sha256, rows, q, reused=True)
 
 
 def _record(cfg: PreprocessConfig, fingerprint: str, results: dict[str, SourceResult],
-            refused: list[QuarantineRecord], ignored: list[str]) -> str:
+            refused: list[QuarantineRecord], ignored: list[str], strategy: str | None = None) -> str:
     import daetalker
 
     cfg_dict = {k: v for k, v in to_dict(cfg).items() if k != "workers"}
@@ -446,7 +471,7 @@ def _record(cfg: PreprocessConfig, fingerprint: str, results: dict[str, SourceRe
         sources[q.source] = {"sha256": "", "status": "refused", "clips": [],
                              "quarantine": [{"reason": q.reason, "detail": q.detail}]}
     rec = {"package_version": daetalker.__version__, "config_fingerprint": fingerprint, "config": cfg_dict,
-           "sources": dict(sorted(sources.items())), "ignored": ignored}
+           "split_strategy": strategy, "sources": dict(sorted(sources.items())), "ignored": ignored}
     return json.dumps(rec, indent=1, sort_keys=False) + "\n"
 
 
@@ -479,14 +504,52 @@ def preprocess_dataset(in_dir: Path, out_dir: Path, cfg: PreprocessConfig, worke
         if r.reused and progress:
             progress(r.rel, r)
     _run(todo, out_dir, cfg, workers, done)
-    manifest, n_quarantined = _write_outputs(out_dir, cfg, fingerprint, results, refused, ignored)
-    ran = [results[s.rel] for s in todo]
-    return PreprocessSummary(
-        out_dir, len(sources) + len(refused), len(manifest), n_quarantined, sum(r.reused for r in results.values()),
+    redo = _cut_but_per_source(sources, results, cfg)
+    _run(redo, out_dir, cfg, workers, done)
+    manifest, quarantine, strategy = _write_outputs(out_dir, cfg, fingerprint, results, refused, ignored)
+    ran = [results[s.rel] for s in todo + redo]
+    summary = PreprocessSummary(
+        out_dir, len(sources) + len(refused), len(manifest), len(quarantine), sum(r.reused for r in results.values()),
         int(manifest["n_frames"].sum()), float(manifest["duration_s"].sum()), sum(r.decoded_s for r in ran),
         time.perf_counter() - t0, sum(r.cpu_s for r in ran),
         max([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024] + [r.rss_mb for r in ran]),
-        out_dir / ds.MANIFEST, out_dir / ds.QUARANTINE)
+        out_dir / ds.MANIFEST, out_dir / ds.QUARANTINE, strategy,
+        {s: int((manifest["split"] == s).sum()) for s in ds.SPLITS})
+    log.info("%s: %d clips, split %s %s", out_dir, summary.n_clips, strategy, summary.splits)
+    if not len(manifest):
+        raise NothingKept(_nothing_kept(in_dir, summary, quarantine, len(ignored)), summary)
+    return summary
+
+
+def _nothing_kept(in_dir: Path, s: PreprocessSummary, quarantine: list[QuarantineRecord], n_ignored: int) -> str:
+    """What a run without a clip says: what was found, where the reasons are, the fix."""
+    record = s.out_dir / ds.RUN_RECORD
+    if not s.n_sources:
+        return (f"{in_dir}: no video or audio file found, nothing to preprocess ({n_ignored} other file(s) "
+                f"ignored, listed in {record}) (fix: point --in at the folder of the speaker's videos: "
+                f"{' '.join(sorted(VIDEO_EXTS))})")
+    reasons = {}
+    for q in quarantine:
+        reasons[q.reason] = reasons.get(q.reason, 0) + 1
+    why = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items()))
+    return (f"{in_dir}: nothing usable was kept: all {s.n_sources} source(s) quarantined ({why}); each one's "
+            f"reason and fix are in {s.quarantine} (and {record}) (fix: correct or replace those videos as the "
+            "report says, then re-run `daetalker preprocess`)")
+
+
+def _source_splits(results: dict[str, SourceResult], cfg: PreprocessConfig) -> dict[str, str]:
+    """Per-source split of every source that kept a clip (before any time split)."""
+    return ds.assign_splits(sorted({r.sha256 for r in results.values() if r.rows}), cfg.val_fraction,
+                            cfg.test_fraction, cfg.split_seed)
+
+
+def _cut_but_per_source(sources: list[Source], results: dict[str, SourceResult],
+                        cfg: PreprocessConfig) -> list[Source]:
+    """Sources reused as time-split parts in a dataset that grew to per-source splits: they are
+    processed again, whole (their parts are removed as stale)."""
+    if ds.split_strategy(_source_splits(results, cfg)) != ds.PER_SOURCE:
+        return []
+    return [s for s in sources if s.rel in results and any("cut_from" in r for r in results[s.rel].rows)]
 
 
 def _plan(sources: list[Source], cfg: PreprocessConfig, fingerprint: str,
@@ -513,7 +576,7 @@ def _plan(sources: list[Source], cfg: PreprocessConfig, fingerprint: str,
                 src.rel, "duplicate_source", f"same content as {seen[src.sha256]} (fix: remove the copy)")])
             continue
         seen[src.sha256] = src.rel
-        reused = _reuse(old, fingerprint, src, out_dir)
+        reused = _reuse(old, fingerprint, src, out_dir, cfg)
         if reused is not None:
             results[src.rel] = reused
         else:
@@ -523,22 +586,90 @@ def _plan(sources: list[Source], cfg: PreprocessConfig, fingerprint: str,
 
 def _write_outputs(out_dir: Path, cfg: PreprocessConfig, fingerprint: str, results: dict[str, SourceResult],
                    refused: list[QuarantineRecord], ignored: list[str]):
-    """Splits, manifest.parquet, quarantine.parquet, preprocess.json; stale clip folders removed."""
+    """Splits (cutting segments in time when too few sources), manifest.parquet, quarantine.parquet,
+    preprocess.json; stale clip folders removed. Returns the manifest, the quarantine and the strategy."""
     import pandas as pd
 
-    splits = ds.assign_splits(sorted({r.sha256 for r in results.values() if r.rows}), cfg.val_fraction,
-                              cfg.test_fraction, cfg.split_seed)
+    splits = _source_splits(results, cfg)
+    strategy = ds.split_strategy(splits)
     for r in results.values():
-        for row in r.rows:
-            row["split"] = splits[r.sha256]
+        if strategy == ds.BY_TIME:
+            r.rows = [part for row in r.rows for part in _cut_by_time(out_dir, row, cfg)]
+        else:
+            for row in r.rows:
+                row["split"] = splits[r.sha256]
+    shutil.rmtree(out_dir / ".tmp", ignore_errors=True)
     rows = sorted((row for r in results.values() for row in r.rows), key=lambda x: x["clip_id"])
     quarantine = refused + [q for r in results.values() for q in r.quarantine]
     manifest = pd.DataFrame(rows, columns=list(ds.MANIFEST_SCHEMA))
     ds.write_table(manifest, out_dir / ds.MANIFEST, ds.MANIFEST_SCHEMA)
     write_quarantine(quarantine, out_dir / ds.QUARANTINE)
-    ds.write_text(_record(cfg, fingerprint, results, refused, ignored), out_dir / ds.RUN_RECORD)
+    ds.write_text(_record(cfg, fingerprint, results, refused, ignored, strategy), out_dir / ds.RUN_RECORD)
     _remove_stale(out_dir, {r["clip_id"] for r in rows})
-    return manifest, len(quarantine)
+    return manifest, quarantine, strategy
+
+
+# ------------------------------------------------------------------ time split
+def _cut_by_time(out_dir: Path, row: dict[str, Any], cfg: PreprocessConfig) -> list[dict[str, Any]]:
+    """Time split: a segment's clip folder becomes one folder per part, ``<clip_id>-<split>``, with
+    frames in time order train, val, test (:func:`ds.time_split_ranges`); the whole one is removed."""
+    if "cut_from" in row:
+        return [row]  # cut by an earlier run and reused
+    cid, seg = row["clip_id"], ds.clip_dir(out_dir, row["clip_id"])
+    ranges = ds.time_split_ranges(int(row["n_frames"]), cfg.val_fraction, cfg.test_fraction,
+                                  math.ceil(cfg.min_seconds * cfg.fps))  # every part passes validation's length
+    parts = []
+    (out_dir / ".tmp").mkdir(parents=True, exist_ok=True)
+    for split, lo, hi in ranges:
+        pid = f"{cid}-{split}"
+        with tempfile.TemporaryDirectory(dir=out_dir / ".tmp") as tmp:
+            part = Path(tmp) / pid
+            part.mkdir()
+            face_rate = _write_part(seg, part, lo, hi, cfg)
+            ds.install_dir(part, ds.clip_dir(out_dir, pid))
+        parts.append({**row, "clip_id": pid, "start_frame": int(row["start_frame"]) + lo, "n_frames": hi - lo,
+                      "duration_s": (hi - lo) / cfg.fps, "detection_rate": round(face_rate, 6), "split": split,
+                      "cut_from": cid})
+    shutil.rmtree(seg)
+    return parts
+
+
+def _write_part(seg: Path, dst: Path, lo: int, hi: int, cfg: PreprocessConfig) -> float:
+    """Frames [lo, hi) of a written segment folder as a clip folder of its own; returns its face rate.
+
+    The audio is cut at the same 640-sample boundaries and its log-mel computed again, so
+    ``mel.npy == log_mel(audio.wav)`` holds for the part as for any clip.
+    """
+    import pandas as pd
+    import soundfile as sf
+
+    from daetalker.data.audio_features import write_audio_and_mel
+
+    for name in ("frames.npy", "landmarks.npy"):
+        whole = np.load(seg / name, mmap_mode="r")
+        with ds.NpyWriter(dst / name, (hi - lo, *whole.shape[1:]), whole.dtype) as out:
+            for i in range(lo, hi, 256):  # bounded memory on long segments
+                out.write(whole[i : min(i + 256, hi)])
+        del whole
+    for name in ("labels.parquet", ds.GROUND_TRUTH):
+        if (seg / name).is_file():
+            table = pd.read_parquet(seg / name).iloc[lo:hi].reset_index(drop=True)
+            table["frame"] = np.arange(hi - lo, dtype=np.int64)  # renumbered from 0, like any clip
+            ds.write_table(table, dst / name)
+    spf = cfg.sample_rate // cfg.fps
+    raw = dst.parent / "audio.f32"  # the float32 layout write_audio_and_mel reads; PCM16 round-trips exactly
+    with sf.SoundFile(str(seg / "audio.wav")) as wav, open(raw, "wb") as f:
+        wav.seek(spf * lo)
+        left = spf * (hi - lo)
+        while left:
+            q = wav.read(min(left, 160_000), dtype="int16")
+            if not len(q):
+                raise ValueError(f"{seg / 'audio.wav'}: ends before sample {spf * hi}")
+            f.write((q / 32768.0).astype(np.float32).tobytes())
+            left -= len(q)
+    write_audio_and_mel(raw, 0, spf * (hi - lo), 0.0, dst / "audio.wav", dst / "mel.npy", cfg)
+    raw.unlink()
+    return float(pd.read_parquet(dst / "labels.parquet", columns=["face_found"])["face_found"].mean())
 
 
 def _run(todo: list[Source], out_dir: Path, cfg: PreprocessConfig, workers: int,

@@ -1,7 +1,8 @@
 """``daetalker validate``: great-expectations suites over a processed dataset.
 
 Two suites: ``manifest`` (one row per clip, with facts measured from the clip's
-files: frame/audio/mel/label lengths, landmark extent, visible crop) and
+files: frame/audio/mel/label lengths, landmark extent, visible crop; a file that
+cannot be read is one failure naming it and the cause, its facts left out) and
 ``frames`` (every row of every labels.parquet). Results go beside the data as
 validation.json (deterministic: no run ids or times, so re-validating the
 same data changes no bytes of the DVC-tracked folder) and validation.html.
@@ -28,7 +29,14 @@ HTML_NAME = "validation.html"
 SPLITS = ["train", "val", "test"]
 MEASURED = ["frames_rows", "frames_side", "labels_rows", "landmarks_rows", "mel_rows", "audio_samples",
             "audio_rate", "expected_mel_rows", "expected_audio_samples", "landmark_min", "landmark_max",
-            "crop_visible", "usable_s"]
+            "crop_visible", "usable_s", "unreadable"]
+# Failures whose cause GX's own wording does not name: the fix, said once.
+FIXES = {
+    ("expect_column_distinct_values_to_contain_set", "split"):
+        "the train split is empty: re-run `daetalker preprocess` into this folder (with fewer than "
+        f"{ds.MIN_SOURCES_PER_SOURCE} recordings it splits each one by time; docs/dataset.md, Splits) "
+        "or add recordings of the speaker",
+}
 
 
 class ValidationFailed(DaetalkerError):
@@ -40,12 +48,14 @@ class FailedExpectation:
     suite: str
     expectation: str  # e.g. expect_column_values_to_be_between
     column: str
-    detail: str  # observed value or unexpected share
+    detail: str  # observed value or unexpected share (for ``unreadable``: the files and causes)
     clips: list[str] = field(default_factory=list)
+    fix: str = ""
 
     def __str__(self) -> str:
         clips = f" in {', '.join(self.clips[:8])}{' ...' if len(self.clips) > 8 else ''}" if self.clips else ""
-        return f"{self.suite}: {self.expectation}({self.column}) {self.detail}{clips}"
+        fix = f" (fix: {self.fix})" if self.fix else ""
+        return f"{self.suite}: {self.expectation}({self.column}) {self.detail}{clips}{fix}"
 
 
 @dataclass
@@ -67,9 +77,13 @@ class ValidationResult:
 
 # ------------------------------------------------------------------ tables
 def measure_clips(data_dir: Path) -> "Any":
-    """manifest.parquet plus facts read from each clip's files (cheap: headers and mmaps)."""
+    """manifest.parquet plus facts read from each clip's files (cheap: headers and mmaps).
+
+    Each file is read on its own: a missing or torn one leaves only its own facts
+    empty (NaN, which the expectations skip) and says why in ``unreadable``, so it
+    is one failure naming the file and the cause, not one per length it hides.
+    """
     import pandas as pd
-    import soundfile as sf
 
     data_dir = Path(data_dir)
     if not (data_dir / ds.MANIFEST).is_file():
@@ -77,29 +91,37 @@ def measure_clips(data_dir: Path) -> "Any":
     m = pd.read_parquet(data_dir / ds.MANIFEST)
     facts = []
     for row in m.itertuples():
-        c = ds.clip_dir(data_dir, row.clip_id)
-        f: dict[str, Any] = {k: -1 for k in MEASURED}
+        f: dict[str, Any] = {k: np.nan for k in MEASURED}
         f["crop_visible"] = visible_fraction(row.crop_x0, row.crop_y0, row.crop_size, row.src_width, row.src_height)
         f["usable_s"] = 0.0 if row.silent else row.duration_s
         f["expected_mel_rows"], f["expected_audio_samples"] = 4 * row.n_frames, 640 * row.n_frames
-        try:
-            frames = np.load(c / "frames.npy", mmap_mode="r")
-            f["frames_rows"], f["frames_side"] = frames.shape[0], frames.shape[1]
-            lm = np.load(c / "landmarks.npy", mmap_mode="r")
-            f["landmarks_rows"] = lm.shape[0]
-            lo, hi = np.inf, -np.inf
-            for i in range(0, lm.shape[0], 2000):  # bounded memory on long clips
-                xy = np.asarray(lm[i : i + 2000, :, :2])
-                lo, hi = min(lo, float(np.nanmin(xy))), max(hi, float(np.nanmax(xy)))
-            f["landmark_min"], f["landmark_max"] = lo, hi
-            f["mel_rows"] = np.load(c / "mel.npy", mmap_mode="r").shape[0]
-            info = sf.info(str(c / "audio.wav"))
-            f["audio_samples"], f["audio_rate"] = info.frames, info.samplerate
-            f["labels_rows"] = pd.read_parquet(c / "labels.parquet", columns=["frame"]).shape[0]
-        except (OSError, ValueError, RuntimeError):
-            pass  # a missing or torn file leaves -1: the length expectations name the clip
+        errors = []
+        for name in ds.FILES:
+            try:
+                f.update(_file_facts(name, ds.read_header(ds.clip_dir(data_dir, row.clip_id) / name,
+                                                          where=f"{ds.CLIPS}/{row.clip_id}/{name}")))
+            except ds.DatasetError as exc:
+                errors.append(str(exc))
+        f["unreadable"] = "; ".join(errors) or None
         facts.append(f)
     return pd.concat([m.reset_index(drop=True), pd.DataFrame(facts, columns=MEASURED)], axis=1)
+
+
+def _file_facts(name: str, h: Any) -> dict[str, Any]:
+    """The measured facts of one clip file from its header (:func:`ds.read_header`)."""
+    if name == "frames.npy":
+        return {"frames_rows": h.shape[0], "frames_side": h.shape[1] if h.ndim > 1 else np.nan}
+    if name == "landmarks.npy":
+        lo, hi = np.inf, -np.inf
+        for i in range(0, h.shape[0], 2000):  # bounded memory on long clips
+            xy = np.asarray(h[i : i + 2000, :, :2])
+            lo, hi = min(lo, float(np.nanmin(xy))), max(hi, float(np.nanmax(xy)))
+        return {"landmarks_rows": h.shape[0], "landmark_min": lo, "landmark_max": hi}
+    if name == "mel.npy":
+        return {"mel_rows": h.shape[0]}
+    if name == "audio.wav":
+        return {"audio_samples": h.frames, "audio_rate": h.samplerate}
+    return {"labels_rows": h.num_rows}
 
 
 def frame_table(data_dir: Path, clip_ids: list[str]) -> "Any":
@@ -108,10 +130,12 @@ def frame_table(data_dir: Path, clip_ids: list[str]) -> "Any":
     parts = []
     for cid in clip_ids:
         p = ds.clip_dir(data_dir, cid) / "labels.parquet"
-        if p.is_file():
+        try:
             df = pd.read_parquet(p)
-            df.insert(0, "clip_id", cid)
-            parts.append(df)
+        except (OSError, ValueError):  # missing or torn: the manifest suite's ``unreadable`` names it
+            continue
+        df.insert(0, "clip_id", cid)
+        parts.append(df)
     cols = ["clip_id", *ds.LABEL_COLUMNS]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
 
@@ -120,7 +144,11 @@ def frame_table(data_dir: Path, clip_ids: list[str]) -> "Any":
 def manifest_expectations(cfg: PreprocessConfig) -> list:
     import great_expectations.expectations as gxe
 
-    pair = gxe.ExpectColumnPairValuesToBeEqual
+    def pair(column_A: str, column_B: str):  # noqa: N803 - GX's names
+        # a fact of an unreadable file is NaN: ``unreadable`` reports it, not every length it hides
+        return gxe.ExpectColumnPairValuesToBeEqual(column_A=column_A, column_B=column_B,
+                                                   ignore_row_if="either_value_is_missing")
+
     return [
         gxe.ExpectTableRowCountToBeBetween(min_value=1),
         gxe.ExpectTableColumnsToMatchSet(column_set=list(ds.MANIFEST_SCHEMA) + MEASURED, exact_match=True),
@@ -130,6 +158,8 @@ def manifest_expectations(cfg: PreprocessConfig) -> list:
         gxe.ExpectColumnValuesToBeInSet(column="fps", value_set=[float(cfg.fps)]),
         gxe.ExpectColumnValuesToBeInSet(column="resolution", value_set=[cfg.resolution]),
         gxe.ExpectColumnValuesToBeInSet(column="split", value_set=SPLITS),
+        gxe.ExpectColumnDistinctValuesToContainSet(column="split", value_set=["train"]),
+        gxe.ExpectColumnValuesToBeNull(column="unreadable"),
         gxe.ExpectColumnValuesToBeBetween(column="n_frames", min_value=round(cfg.min_seconds * cfg.fps)),
         pair(column_A="frames_rows", column_B="n_frames"),
         pair(column_A="frames_side", column_B="resolution"),
@@ -244,7 +274,7 @@ def validate_dataset(data_dir: Path, cfg: PreprocessConfig, log_mlflow: bool = F
     frames = frame_table(data_dir, list(clips["clip_id"]))
     m_res, m_failed = _clean(run_suite("manifest", clips, manifest_expectations(cfg), ["clip_id"]), "manifest")
     f_res, f_failed = _clean(run_suite("frames", frames, frame_expectations(cfg), ["clip_id", "frame"]), "frames")
-    failed = m_failed + f_failed
+    failed = _explain(m_failed, clips) + f_failed
     usable = float(clips["usable_s"].sum()) / 60 if len(clips) else 0.0
     summary = {
         "success": not failed,
@@ -252,6 +282,7 @@ def validate_dataset(data_dir: Path, cfg: PreprocessConfig, log_mlflow: bool = F
         "frames": int(len(frames)),
         "usable_minutes": round(usable, 4),
         "splits": {s: int((clips["split"] == s).sum()) for s in SPLITS},
+        "split_strategy": _split_strategy(data_dir),
         "quarantined_sources": _quarantine_count(data_dir),
         "failed": [str(f) for f in failed],
         "suites": [m_res, f_res],
@@ -264,6 +295,23 @@ def validate_dataset(data_dir: Path, cfg: PreprocessConfig, log_mlflow: bool = F
     if log_mlflow:
         log_to_mlflow(result, cfg, data_dir)
     return result
+
+
+def _explain(failed: list[FailedExpectation], clips) -> list[FailedExpectation]:
+    """Unreadable files: the files and their causes instead of a share; known failures: the fix."""
+    for f in failed:
+        if f.column == "unreadable":
+            f.detail = "; ".join(str(e) for e in clips["unreadable"].dropna())
+        f.fix = FIXES.get((f.expectation, f.column), "")
+    return failed
+
+
+def _split_strategy(data_dir: Path) -> str | None:
+    """How preprocess split the clips (preprocess.json), None for datasets written without one."""
+    try:
+        return json.loads((Path(data_dir) / ds.RUN_RECORD).read_text()).get("split_strategy")
+    except (OSError, ValueError):
+        return None
 
 
 def _quarantine_count(data_dir: Path) -> int:
@@ -298,6 +346,7 @@ def render_html(summary: dict[str, Any], data_dir: Path) -> str:
             f"<p>{e(Path(data_dir).name)}: {summary['clips']} clips, {summary['frames']} frames, "
             f"{summary['usable_minutes']:.2f} usable minutes; splits "
             + ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+            + (f" ({e(summary['split_strategy'])})" if summary.get("split_strategy") else "")
             + f"; {summary['quarantined_sources']} source(s) in quarantine.</p>")
     body = [head]
     if summary["failed"]:

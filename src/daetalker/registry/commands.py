@@ -71,6 +71,12 @@ def register(app: typer.Typer) -> None:
         """Who moved which alias to which version, when and why (every decision, pass or fail)."""
         from daetalker.registry.history import champion_at, format_history, history, verify_local_log
 
+        if at:
+            try:
+                when = datetime.fromisoformat(at)
+            except ValueError:
+                raise typer.BadParameter(f"{at!r} is not an ISO time, e.g. 2026-03-01T12:00 or 2026-03-01",
+                                         param_hint="--at") from None
         events = history(name)
         if as_json:
             for e in events:
@@ -81,7 +87,6 @@ def register(app: typer.Typer) -> None:
         if n:
             typer.echo(f"local audit log {path}: {n} entries, hash chain intact", err=True)
         if at:
-            when = datetime.fromisoformat(at)
             when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
             typer.echo(f"champion at {when.isoformat()}: {champion_at(events, when) or 'none'}")
 

@@ -65,9 +65,9 @@ def fetch_bundle(model_uri: str, dst: Path | str | None = None, tracking_uri: st
     from mlflow.exceptions import MlflowException
     from mlflow.models import Model
 
-    from daetalker.services.mlflow_server import TrackingStore, tracking_store
+    from daetalker.services.mlflow_server import tracking_store
 
-    store = TrackingStore(tracking_uri, "given") if tracking_uri else tracking_store()
+    store = tracking_store(uri=tracking_uri)
     # models:/ resolution opens a client on the *current* tracking URI whatever download_artifacts is
     # given; set it for this call only, so the caller's MLflow settings stay as they were
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri

@@ -74,6 +74,7 @@ class _Session:
     log: AuditLog
     lock_path: Path
     policy: RetryPolicy
+    store: str  # which MLflow, for error messages
     hook: Hook = field(default=lambda point: None)
 
 
@@ -91,13 +92,14 @@ def _session(speaker: str, tracking_uri: str | None, state_dir: Path | str | Non
              hook: Hook | None) -> _Session:  # fmt: skip
     from mlflow import MlflowClient
 
-    from daetalker.services.mlflow_server import ensure_tracking_uri
+    from daetalker.services.mlflow_server import tracking_store
 
     model = model_name(speaker)
-    client = MlflowClient(tracking_uri or ensure_tracking_uri())
+    store = tracking_store(uri=tracking_uri)
+    client = MlflowClient(store.uri)
     root = registry_dir(state_dir)
     return _Session(client, model, AuditLog(audit_log_path(model, state_dir)), root / f"{model}.lock", policy,
-                    hook or (lambda point: None))  # fmt: skip
+                    str(store), hook or (lambda point: None))  # fmt: skip
 
 
 # ------------------------------------------------------------------ registry reads
@@ -109,7 +111,7 @@ def _aliases(s: _Session) -> dict[str, str]:
             return {k: str(v) for k, v in s.client.get_registered_model(s.model).aliases.items()}
         except MlflowException as e:
             if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                raise RegistryError(f"no registered model {s.model} (fix: `daetalker register --run RUN_ID --speaker ...` first)") from None
+                raise RegistryError(f"no registered model {s.model} in the MLflow registry at {s.store} (fix: `daetalker register --run RUN_ID --speaker ...` first)") from None
             raise
 
     return call(f"read aliases of {s.model}", read, s.policy)

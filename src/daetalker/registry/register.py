@@ -86,12 +86,13 @@ def register_model(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from daetalker.services.mlflow_server import ensure_tracking_uri
+    from daetalker.services.mlflow_server import tracking_store
 
     name = model_name(speaker)
     speaker = name.removeprefix("talker-")
     actor = actor or current_actor()
-    uri = tracking_uri or ensure_tracking_uri()
+    store = tracking_store(uri=tracking_uri)
+    uri = store.uri
     client = MlflowClient(uri)
 
     def get_run(rid: str, what: str) -> Any:
@@ -99,7 +100,7 @@ def register_model(
             return client.get_run(rid)
         except MlflowException as e:
             if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(f"no MLflow run {rid!r} ({what}) at {uri} (fix: copy the run id from the MLflow UI)") from None
+                raise RegistryError(f"no MLflow run {rid!r} ({what}) at {store} (fix: copy the run id from the MLflow UI)") from None
             raise
 
     with bounded_http(policy):

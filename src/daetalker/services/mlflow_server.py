@@ -199,10 +199,12 @@ class TrackingStore:
         return f"{self.uri} ({self.source})"
 
 
-def tracking_store(state_dir: Path | str | None = None) -> TrackingStore:
-    """The one answer to "which MLflow?" for every command: ``$MLFLOW_TRACKING_URI`` if set, else the
-    project's local server under the state folder (started if down). Never MLflow's own default
-    (``./mlflow.db`` in whatever folder the command runs from)."""
+def tracking_store(state_dir: Path | str | None = None, uri: str | None = None) -> TrackingStore:
+    """The one answer to "which MLflow?" for every command: ``uri`` if a caller was given one, else
+    ``$MLFLOW_TRACKING_URI``, else the project's local server under the state folder (started if
+    down). Never MLflow's own default (``./mlflow.db`` in whatever folder the command runs from)."""
+    if uri:
+        return TrackingStore(uri, "given by the caller")
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return TrackingStore(uri, "$MLFLOW_TRACKING_URI")

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from daetalker.data.dataset import DatasetError, empty_split_error, read_header
 from daetalker.errors import DaetalkerError
 
 
@@ -79,18 +80,17 @@ class FramesDataset(Dataset):
         mouth_boxes: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
-        df = read_manifest(self.data_dir)
-        if splits is not None:
-            df = df[df["split"].isin(list(splits))]
+        manifest = read_manifest(self.data_dir)
+        df = manifest if splits is None else manifest[manifest["split"].isin(list(splits))]
         self.clip_ids = [str(c) for c in df["clip_id"]]
         self.n_frames = [int(n) for n in df["n_frames"]]
         if not self.clip_ids or sum(self.n_frames) == 0:
-            raise DaetalkerError(
-                f"{self.data_dir / 'manifest.parquet'}: no frames in split(s) {list(splits or [])}"
-            )
-        for cid in self.clip_ids:
-            if not frames_path(self.data_dir, cid).is_file():
-                raise DaetalkerError(f"{frames_path(self.data_dir, cid)}: frames missing for a manifest clip")
+            raise empty_split_error(self.data_dir / "manifest.parquet", list(splits or []),
+                                    [str(s) for s in manifest["split"]])
+        self._arrays: dict[int, np.ndarray] = {}
+        for clip in range(len(self.clip_ids)):  # a torn file fails here, named, not mid-training
+            self.clip_frames(clip)
+        self._arrays.clear()  # checked; each DataLoader worker maps its own (a pickled memmap is copied whole)
         self.offsets = np.cumsum([0] + self.n_frames)  # frame i of the dataset lives in clip searchsorted(i)
         self.image_size = image_size
         self.mouth_boxes = mouth_boxes
@@ -101,7 +101,6 @@ class FramesDataset(Dataset):
                         f"{landmarks_path(self.data_dir, cid)}: missing; the mouth-weighted loss needs the "
                         "landmarks `daetalker preprocess` writes (re-run it, or set dae.mouth_weight=0)"
                     )
-        self._arrays: dict[int, np.ndarray] = {}
         self._landmarks: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -117,12 +116,14 @@ class FramesDataset(Dataset):
     def clip_frames(self, clip: int) -> np.ndarray:
         arr = self._arrays.get(clip)
         if arr is None:
-            arr = np.load(frames_path(self.data_dir, self.clip_ids[clip]), mmap_mode="r")
+            path = frames_path(self.data_dir, self.clip_ids[clip])
+            arr = read_header(path)
             if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] != arr.shape[2]:
-                raise DaetalkerError(
-                    f"{frames_path(self.data_dir, self.clip_ids[clip])}: expected uint8 (N, R, R, 3), "
-                    f"got {arr.dtype} {arr.shape}"
-                )
+                raise DatasetError(f"{path}: expected uint8 (N, R, R, 3), got {arr.dtype} {arr.shape} "
+                                   "(fix: re-run `daetalker preprocess`)")
+            if len(arr) < self.n_frames[clip]:
+                raise DatasetError(f"{path}: {len(arr)} frames, the manifest says {self.n_frames[clip]} "
+                                   "(fix: re-run `daetalker preprocess` with the same --in and --out)")
             self._arrays[clip] = arr
         return arr
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from daetalker.data.dataset import empty_split_error, read_header
 from daetalker.errors import DaetalkerError
 from daetalker.train.frames_dataset import read_manifest
 from daetalker.train.latents import load_latent_stats
@@ -68,10 +69,8 @@ def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: in
     for row in manifest[manifest["split"].isin(splits)].itertuples(index=False):
         cid = str(row.clip_id)
         mel_path, lat_path = data_dir / "clips" / cid / "mel.npy", latents_dir / "latents" / f"{cid}.npy"
-        for p, fix in ((mel_path, "re-run `daetalker preprocess`"), (lat_path, "re-run `daetalker extract-latents`")):
-            if not p.is_file():
-                raise DaetalkerError(f"{p}: missing for clip {cid} (fix: {fix})")
-        mel, latent = np.load(mel_path, mmap_mode="r"), np.load(lat_path, mmap_mode="r")
+        mel = read_header(mel_path)  # missing or torn: names the file and the fix
+        latent = read_header(lat_path, fix="re-run `daetalker extract-latents`")
         n = min(int(row.n_frames), len(latent), len(mel) // k)
         if n < int(row.n_frames):
             raise DaetalkerError(
@@ -80,7 +79,7 @@ def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: in
             )
         clips.append(Clip(cid, mel, latent, read_pose(data_dir / "clips" / cid / "labels.parquet", n), n))
     if not clips:
-        raise DaetalkerError(f"{data_dir / 'manifest.parquet'}: no clips in split(s) {list(splits)}")
+        raise empty_split_error(data_dir / "manifest.parquet", list(splits), [str(s) for s in manifest["split"]])
     return clips
 
 
