@@ -1,4 +1,4 @@
-"""Kubeflow Pipelines components: thin wrappers that call ``daetalker.pipeline.steps``.
+"""Kubeflow Pipelines components: thin wrappers that call ``daetalker.stages.steps``.
 
 Every component runs in the one torch-stack image (components/Dockerfile); the
 package is installed there, so ``packages_to_install`` stays empty and the

@@ -13,7 +13,7 @@ def open_workspace(speaker: str, profile: str, data_rev: str, workspace_root: st
     """Check dataset revision ``data_rev`` out of the DVC remote into the data cache (daetalker data checkout)."""
     from collections import namedtuple
 
-    from daetalker.pipeline.workspace import open_workspace_step
+    from daetalker.kubeflow.workspace import open_workspace_step
 
     opened = open_workspace_step(speaker, profile, data_rev, workspace_root, pipeline, published_if_empty)
     return namedtuple("Workspace", ["ctx", "versioned"])(*opened)
@@ -24,7 +24,7 @@ def synth_corpus(ctx: str, minutes: float, seed: int) -> str:
     """Write the synthetic speaker's clips into the workspace (daetalker synth)."""
     import json
 
-    from daetalker.pipeline.steps import synth_step
+    from daetalker.stages.steps import synth_step
 
     return json.dumps(synth_step(ctx, minutes, seed))
 
@@ -34,7 +34,7 @@ def preprocess(ctx: str, upstream: str) -> str:
     """Raw footage -> fixed-crop frames, labels, log-mel (daetalker preprocess)."""
     import json
 
-    from daetalker.pipeline.steps import preprocess_step
+    from daetalker.stages.steps import preprocess_step
 
     return json.dumps(preprocess_step(ctx, upstream))
 
@@ -44,7 +44,7 @@ def validate(ctx: str, upstream: str) -> str:
     """great-expectations suites; fails the pipeline when the dataset fails (daetalker validate)."""
     import json
 
-    from daetalker.pipeline.steps import validate_step
+    from daetalker.stages.steps import validate_step
 
     return json.dumps(validate_step(ctx, upstream))
 
@@ -54,6 +54,6 @@ def version_data(ctx: str, upstream: str) -> str:
     """dvc add data/ and push it to the configured remote; returns the data hash."""
     import json
 
-    from daetalker.pipeline.steps import version_step
+    from daetalker.stages.steps import version_step
 
     return json.dumps(version_step(ctx, upstream))

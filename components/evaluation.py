@@ -10,7 +10,7 @@ def train_syncnet(ctx: str, versioned: str, expert: dsl.Output[dsl.Model]) -> st
     """Train the speaker's SyncNet expert (daetalker train-syncnet)."""
     import json
 
-    from daetalker.pipeline.steps import train_syncnet_step
+    from daetalker.stages.steps import train_syncnet_step
 
     expert.metadata["data_hash"] = json.loads(versioned)["data_hash"]
     return json.dumps(train_syncnet_step(ctx, expert.path))
@@ -22,7 +22,7 @@ def evaluate(ctx: str, packaged: str, syncnet: str, bundle: dsl.Input[dsl.Model]
     """LSE-C/LSE-D, FID, pose and mouth metrics with an HTML report (daetalker evaluate)."""
     import json
 
-    from daetalker.pipeline.steps import evaluate_step, in_artifact
+    from daetalker.stages.steps import evaluate_step, in_artifact
 
     in_artifact(json.loads(packaged)["bundle"], bundle.path)
     in_artifact(json.loads(syncnet)["checkpoint"], expert.path)

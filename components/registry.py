@@ -11,7 +11,7 @@ def package_model(ctx: str, trained_dae: str, extracted: str, trained_s2l: str, 
     """Bundle the models (daetalker bundle) and render a held-out sentence (daetalker generate)."""
     import json
 
-    from daetalker.pipeline.steps import in_artifact, package_step
+    from daetalker.stages.steps import in_artifact, package_step
 
     return json.dumps(package_step(ctx, in_artifact(json.loads(trained_dae)["checkpoint"], dae.path),
                                    in_artifact(json.loads(trained_s2l)["checkpoint"], s2l.path),
@@ -24,7 +24,7 @@ def register_and_gate(ctx: str, packaged: str, evaluated: str, thresholds: str =
     """Register talker-<speaker> and run the promotion gate (daetalker register / promote)."""
     import json
 
-    from daetalker.pipeline.steps import register_step
+    from daetalker.stages.steps import register_step
 
     return json.dumps(register_step(ctx, packaged, evaluated, thresholds, reason))
 
@@ -34,7 +34,7 @@ def fetch_model(ctx: str, version: str, bundle: dsl.Output[dsl.Model]) -> str:
     """Download a registered version of talker-<speaker> and verify its bundle."""
     import json
 
-    from daetalker.pipeline.steps import fetch_model_step
+    from daetalker.stages.steps import fetch_model_step
 
     return json.dumps(fetch_model_step(ctx, version, bundle.path))
 
@@ -45,6 +45,6 @@ def promote_version(ctx: str, version: str, evaluated: str, thresholds: str = ""
     """Record a new evaluation on a registered version and gate it (daetalker promote)."""
     import json
 
-    from daetalker.pipeline.steps import promote_version_step
+    from daetalker.stages.steps import promote_version_step
 
     return json.dumps(promote_version_step(ctx, version, evaluated, thresholds, reason))

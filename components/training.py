@@ -14,7 +14,7 @@ def train_dae(ctx: str, versioned: str, model: dsl.Output[dsl.Model]) -> str:
     """Train the diffusion autoencoder (daetalker train-dae); checkpoints land in ``model``."""
     import json
 
-    from daetalker.pipeline.steps import train_dae_step
+    from daetalker.stages.steps import train_dae_step
 
     data_hash = json.loads(versioned)["data_hash"]
     model.metadata["data_hash"] = data_hash
@@ -27,7 +27,7 @@ def train_dae_job(ctx: str, versioned: str, nodes: int, gpus_per_node: int, clus
     """train-dae under torchrun as a PyTorchJob of ``nodes`` x ``gpus_per_node``; checkpoints land in ``model``."""
     import json
 
-    from daetalker.pipeline.distributed import train_dae_job_step
+    from daetalker.kubeflow.distributed import train_dae_job_step
 
     data_hash = json.loads(versioned)["data_hash"]
     model.metadata["data_hash"] = data_hash
@@ -39,7 +39,7 @@ def extract_latents(ctx: str, trained: str, dae: dsl.Input[dsl.Model], latents: 
     """EMA encoder over every frame (daetalker extract-latents)."""
     import json
 
-    from daetalker.pipeline.steps import extract_latents_step, in_artifact
+    from daetalker.stages.steps import extract_latents_step, in_artifact
 
     checkpoint = in_artifact(json.loads(trained)["checkpoint"], dae.path)
     return json.dumps(extract_latents_step(ctx, checkpoint, latents.path))
@@ -50,7 +50,7 @@ def train_s2l(ctx: str, extracted: str, latents: dsl.Input[dsl.Dataset], model: 
     """Train speech2latent with pose modelling (daetalker train-s2l)."""
     import json
 
-    from daetalker.pipeline.steps import in_artifact, train_s2l_step
+    from daetalker.stages.steps import in_artifact, train_s2l_step
 
     return json.dumps(train_s2l_step(ctx, in_artifact(json.loads(extracted)["latents_dir"], latents.path), model.path))
 
@@ -61,8 +61,8 @@ def train_s2l_job(ctx: str, extracted: str, latents: dsl.Input[dsl.Dataset], nod
     """train-s2l under torchrun as a PyTorchJob of ``nodes`` x ``gpus_per_node``."""
     import json
 
-    from daetalker.pipeline.distributed import train_s2l_job_step
-    from daetalker.pipeline.steps import in_artifact
+    from daetalker.kubeflow.distributed import train_s2l_job_step
+    from daetalker.stages.steps import in_artifact
 
     latents_dir = in_artifact(json.loads(extracted)["latents_dir"], latents.path)
     return json.dumps(train_s2l_job_step(ctx, latents_dir, nodes, gpus_per_node, cluster, model.path))

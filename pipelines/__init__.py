@@ -3,7 +3,7 @@
 from typing import Any, Callable
 
 from components import CPU_IMAGE, GPU_IMAGE
-from daetalker.pipeline.cluster import ClusterSettings
+from daetalker.kubeflow.cluster import ClusterSettings
 
 
 def cluster_settings() -> ClusterSettings:

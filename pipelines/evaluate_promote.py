@@ -11,7 +11,7 @@ from kfp import dsl
 from components.data import open_workspace, validate
 from components.evaluation import evaluate, train_syncnet
 from components.registry import fetch_model, promote_version
-from daetalker.pipeline.cluster import ClusterSettings, apply_to_pipeline
+from daetalker.kubeflow.cluster import ClusterSettings, apply_to_pipeline
 
 NAME = "evaluate-promote"
 

@@ -11,7 +11,7 @@ only registration and the gate.
 from kfp import dsl
 
 from components.data import open_workspace
-from daetalker.pipeline.cluster import ClusterSettings, apply_to_pipeline
+from daetalker.kubeflow.cluster import ClusterSettings, apply_to_pipeline
 from pipelines.stages import train_and_release
 
 NAME = "retrain-speaker"

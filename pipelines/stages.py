@@ -15,7 +15,7 @@ from components.data import preprocess, validate, version_data
 from components.evaluation import evaluate, train_syncnet
 from components.registry import package_model, register_and_gate
 from components.training import extract_latents, train_dae, train_dae_job, train_s2l, train_s2l_job
-from daetalker.pipeline.cluster import ClusterSettings
+from daetalker.kubeflow.cluster import ClusterSettings
 
 
 def _trained(local: Any, job: Any | None) -> tuple[Any, Any]:

@@ -10,7 +10,7 @@ workspace on the data cache.
 from kfp import dsl
 
 from components.data import open_workspace, synth_corpus
-from daetalker.pipeline.cluster import ClusterSettings, apply_to_pipeline
+from daetalker.kubeflow.cluster import ClusterSettings, apply_to_pipeline
 from pipelines.stages import train_and_release
 
 NAME = "train-speaker"
@@ -44,4 +44,4 @@ def build(cluster: ClusterSettings | None = None):
     return train_speaker_cluster
 
 
-train_speaker = build()  # the local pipeline (daetalker.pipeline.runner.run_local)
+train_speaker = build()  # the local pipeline (pipelines.local.run_local)

@@ -50,7 +50,7 @@ def test_checkout_refuses_names_that_can_move(tmp_path):
 
 
 def test_published_revision_is_what_a_run_without_one_resolves(pushed, tmp_path):
-    from daetalker.pipeline.workspace import open_workspace_step
+    from daetalker.kubeflow.workspace import open_workspace_step
     from daetalker.versioning import revision
 
     repo, rev = pushed

@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from daetalker.cli import app
-from daetalker.pipeline import submit
+from daetalker.kubeflow import submit
 
 REV = "d1a14f79191d575fda3f546fe14ee220.dir"
 
@@ -256,8 +256,8 @@ def _evaluation(client, metrics: dict[str, float]) -> str:
 def test_gate_step_records_the_new_evaluation_and_gates_on_it(mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
-    from daetalker.pipeline.context import RunContext
-    from daetalker.pipeline.steps import promote_version_step
+    from daetalker.kubeflow.context import RunContext
+    from daetalker.stages.steps import promote_version_step
     from daetalker.registry.names import RegistryError
     from daetalker.registry.promote import promote
 

@@ -404,7 +404,7 @@ def test_local_training_runs_without_gpus_on_the_cpu_image():
 
 # ---------------------------------------------------------------- PyTorchJobs the pipelines create
 
-RENDERED = "pipeline jobs"  # the train-*-job steps' jobs (daetalker.pipeline.pytorchjob), beside the builds
+RENDERED = "pipeline jobs"  # the train-*-job steps' jobs (daetalker.kubeflow.pytorchjob), beside the builds
 JOB_TOPOLOGIES = [("train-dae", 1, 1), ("train-dae", 3, 4), ("train-s2l", 2, 0)]  # stage, nodes, GPUs per node
 
 
@@ -465,7 +465,7 @@ class FakeJobsApi:
 
 
 def _job_ctx(root: Path) -> str:
-    from daetalker.pipeline.context import RunContext
+    from daetalker.kubeflow.context import RunContext
 
     return RunContext(speaker="ana", profile="base128", workspace=str(root / "ws"), overrides=("dae.lr=2e-4",),
                       tags={"daetalker.data_rev": "d1a14f79191d575fda3f546fe14ee220.dir"}).to_json()
@@ -473,7 +473,7 @@ def _job_ctx(root: Path) -> str:
 
 def _launch(stage: str, nodes: int, gpus: int, root: Path, api: FakeJobsApi, out: Path) -> dict:
     import pipelines
-    from daetalker.pipeline import distributed
+    from daetalker.kubeflow import distributed
 
     settings = pipelines.cluster_settings().to_json()
     if stage == "train-dae":
@@ -535,7 +535,7 @@ def _cli_accepts(args: list[str]) -> str:
 def test_jobs_run_a_real_daetalker_command_through_the_same_launcher(build, pipeline_jobs):
     from typer.exceptions import TyperException
 
-    from daetalker.pipeline.pytorchjob import LAUNCHER
+    from daetalker.kubeflow.pytorchjob import LAUNCHER
 
     jobs = pipeline_jobs if build == RENDERED else _pytorchjobs(build)
     for job in jobs:
@@ -608,7 +608,7 @@ def test_job_step_deletes_its_job_when_the_run_is_stopped_or_times_out(tmp_path)
     import os
     import signal
 
-    from daetalker.pipeline.pytorchjob import TrainingJobTimeout
+    from daetalker.kubeflow.pytorchjob import TrainingJobTimeout
 
     running = {"conditions": [{"type": "Running", "status": "True"}]}
 
@@ -624,7 +624,7 @@ def test_job_step_deletes_its_job_when_the_run_is_stopped_or_times_out(tmp_path)
     assert signal.getsignal(signal.SIGTERM) is before  # the handler is the step's only
     api = FakeJobsApi([running] * 1000)
     with pytest.raises(TrainingJobTimeout):
-        from daetalker.pipeline import distributed
+        from daetalker.kubeflow import distributed
         import pipelines
 
         distributed.train_dae_job_step(_job_ctx(tmp_path), "h", 1, 1, pipelines.cluster_settings().to_json(),
@@ -637,7 +637,7 @@ def test_job_step_deletes_its_job_when_the_run_is_stopped_or_times_out(tmp_path)
 
 
 def _wait(api, **kw):
-    from daetalker.pipeline import pytorchjob
+    from daetalker.kubeflow import pytorchjob
 
     clock = {"t": 0.0}
     kw.setdefault("timeout_s", 100.0)
@@ -657,7 +657,7 @@ def test_wait_follows_a_job_to_success_through_transient_api_errors():
 def test_wait_reports_a_failed_job_a_refused_read_and_a_timeout():
     from kubernetes.client.exceptions import ApiException
 
-    from daetalker.pipeline.pytorchjob import TrainingJobError
+    from daetalker.kubeflow.pytorchjob import TrainingJobError
 
     failed = {"conditions": [{"type": "Running", "status": "False"},
                              {"type": "Failed", "status": "True", "reason": "OOMKilled", "message": "pod ran out"}]}
@@ -1041,7 +1041,7 @@ def test_dockerignore_sends_only_the_package_sources():
     for src in sources:
         assert (ROOT / src).exists(), src
         assert not _dockerignored(src, rules), src
-    assert not _dockerignored("src/daetalker/cli.py", rules)
+    assert not _dockerignored("src/daetalker/cli/__init__.py", rules)
     for path in (".venv/bin/python", ".git/config", "data/raw/a.mp4", "mlruns/0/meta.yaml",
                  "infra/secrets/secrets.yaml", "src/daetalker/__pycache__/cli.cpython-311.pyc"):
         assert _dockerignored(path, rules), path

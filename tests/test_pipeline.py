@@ -8,8 +8,8 @@ import subprocess
 import pytest
 import yaml
 
-from daetalker.pipeline.context import RunContext
-from daetalker.pipeline.runner import compile_pipeline
+from daetalker.kubeflow.context import RunContext
+from pipelines.local import compile_pipeline
 
 
 def test_compile_is_deterministic_and_loads_back(tmp_path):
@@ -39,7 +39,7 @@ def test_components_are_thin_wrappers_over_steps():
                  registry.package_model, evaluation.train_syncnet, evaluation.evaluate,
                  registry.register_and_gate):
         src = inspect.getsource(comp.python_func)
-        assert "daetalker.pipeline.steps" in src, comp.name
+        assert "daetalker.stages.steps" in src, comp.name
         assert len(src.splitlines()) < 20, f"{comp.name} holds logic; move it into daetalker"
 
 
@@ -57,7 +57,7 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
     """kfp.local end to end on a short synthetic corpus with a few DAE steps."""
     from mlflow.tracking import MlflowClient
 
-    from daetalker.pipeline.runner import run_local
+    from pipelines.local import run_local
 
     ws = tmp_path / "ws"
     ws.mkdir()

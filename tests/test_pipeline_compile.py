@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daetalker.pipeline.cluster import TASKS
-from daetalker.pipeline.runner import compile_pipeline
+from daetalker.kubeflow.cluster import TASKS
+from pipelines.local import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ("train-speaker", "retrain-speaker", "evaluate-promote")
@@ -170,7 +170,7 @@ def test_the_data_revision_keys_every_data_step(name, compiled):
 
 
 def test_the_run_context_of_a_revision_names_it_and_nothing_run_specific(tmp_path, monkeypatch):
-    from daetalker.pipeline.workspace import open_workspace_step
+    from daetalker.kubeflow.workspace import open_workspace_step
     from daetalker.versioning import revision
 
     calls = []
@@ -192,7 +192,7 @@ def test_the_run_context_of_a_revision_names_it_and_nothing_run_specific(tmp_pat
 
 @pytest.mark.parametrize("name", ["train-speaker", "retrain-speaker"])
 def test_training_branches_to_a_pytorchjob_on_nodes(name, compiled, cluster_settings):
-    from daetalker.pipeline.cluster import ClusterSettings
+    from daetalker.kubeflow.cluster import ClusterSettings
 
     c = compiled[name][0]
     for job, local, nodes in (("train-dae-job", "train-dae", "dae_nodes"), ("train-s2l-job", "train-s2l", "s2l_nodes")):
@@ -242,7 +242,7 @@ def test_the_local_pipeline_carries_no_cluster_settings(tmp_path):
 def test_apply_refuses_a_task_without_a_size():
     from kfp import dsl
 
-    from daetalker.pipeline.cluster import apply_to_pipeline
+    from daetalker.kubeflow.cluster import apply_to_pipeline
     import pipelines
 
     @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -348,12 +348,7 @@ def test_acceptance_better_run_wins_worse_run_is_challenger_rollback_and_history
     assert local.startswith(logged) and len(logged.splitlines()) == int(last.data.tags["log_seq"])
 
     # The CLI reads the same trail.
-    import typer
-
-    from daetalker.registry.commands import register as add_commands
-
-    app = typer.Typer()
-    add_commands(app)
+    from daetalker.cli.registry import app
     out = CliRunner().invoke(app, ["registry", "history", "accept", "--state", str(state), "--at", t_v2.isoformat()])
     assert out.exit_code == 0, out.output
     assert "oncall-dana" in out.output and "weekly retrain" in out.output and "hash chain intact" in out.output

@@ -8,7 +8,7 @@ setting, so local pipelines are built without them (``cluster=None``) from the
 same stage wiring.
 
 The same settings describe the pods of distributed training jobs
-(``daetalker.pipeline.pytorchjob``), so tasks and training pods see the same
+(``daetalker.kubeflow.pytorchjob``), so tasks and training pods see the same
 credentials, environment and data cache.
 """
 
@@ -105,7 +105,7 @@ class ClusterSettings:
             return self.tasks[component]
         except KeyError:
             raise KeyError(f"component {component!r} has no size in ClusterSettings.tasks "
-                           "(fix: add it to daetalker.pipeline.cluster.TASKS)") from None
+                           "(fix: add it to daetalker.kubeflow.cluster.TASKS)") from None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from daetalker.pipeline.context import RunContext
+from daetalker.kubeflow.context import RunContext
 
 
 def _run(ctx: RunContext, name: str, extra_tags: dict[str, str] | None = None):

@@ -15,6 +15,7 @@ ProfileOpt = Annotated[
 ConfigOpt = Annotated[
     Optional[Path], typer.Option("--config", "-c", help="YAML file layered over the profile.")
 ]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1; default: auto.")]
 SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", help="Override one key, e.g. --set dae.lr=2e-4 (repeatable)."),

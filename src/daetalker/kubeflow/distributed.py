@@ -16,9 +16,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from daetalker.pipeline import pytorchjob
-from daetalker.pipeline.cluster import ClusterSettings
-from daetalker.pipeline.context import RunContext
+from daetalker.kubeflow import pytorchjob
+from daetalker.kubeflow.cluster import ClusterSettings
+from daetalker.kubeflow.context import RunContext
 
 JOB_TIMEOUT_S = 7 * 24 * 3600.0
 

@@ -41,7 +41,7 @@ def run(
     """Run train-speaker end to end on this machine, logging every step to MLflow."""
     from rich.console import Console
 
-    from daetalker.pipeline.runner import run_local
+    from pipelines.local import run_local
 
     result = run_local(out, speaker=speaker, profile=profile, overrides=set_ or [],
                        workspace=workspace, synth_minutes=minutes, synth_seed=seed)
@@ -60,7 +60,7 @@ def compile_(
                                           "GPUs, Secrets, /dev/shm, data cache), or as kfp.local runs it.")] = True,
 ) -> None:
     """Write the Kubeflow Pipelines YAML of a pipeline (the same bytes every time)."""
-    from daetalker.pipeline.runner import compile_pipeline
+    from pipelines.local import compile_pipeline
 
     name = _check_name(pipeline)
     typer.echo(compile_pipeline(out or Path("pipelines") / f"{name}.yaml", name, cluster))
@@ -68,7 +68,7 @@ def compile_(
 
 def _package(name: str, package: Optional[Path], tmp: str) -> Path:
     """The given compiled YAML, else ``name`` compiled for the cluster into ``tmp``."""
-    from daetalker.pipeline.runner import compile_pipeline
+    from pipelines.local import compile_pipeline
 
     return package if package else compile_pipeline(Path(tmp) / f"{name}.yaml", name, cluster=True)
 
@@ -86,7 +86,7 @@ def submit_cmd(
                                                   "(--no-cache after wiping the data-cache volume).")] = None,
 ) -> None:
     """Start one run on Kubeflow Pipelines (token: KF_PIPELINES_TOKEN)."""
-    from daetalker.pipeline import submit
+    from daetalker.kubeflow import submit
 
     name = _check_name(pipeline)
     with tempfile.TemporaryDirectory(prefix="daetalker-kfp-") as tmp:
@@ -111,7 +111,7 @@ def schedule_cmd(
     namespace: NamespaceOpt = None,
 ) -> None:
     """Retrain SPEAKER on a schedule: one run at a time, no catch-up, on its published data revision."""
-    from daetalker.pipeline import submit
+    from daetalker.kubeflow import submit
 
     pipe = _check_name(pipeline)
     cron = submit.check_cron(cron)
@@ -126,6 +126,5 @@ def schedule_cmd(
                                  job_name=name or f"{pipe}-{speaker}", namespace=namespace)  # fmt: skip
     typer.echo(f"recurring run {job_id} ({cron}): {host.rstrip('/')}/#/recurringrun/details/{job_id}")
 
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(pipeline_app, name="pipeline")
+app = typer.Typer()
+app.add_typer(pipeline_app, name="pipeline")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from daetalker.pipeline.context import RunContext
+from daetalker.kubeflow.context import RunContext
 
 SCRATCH = "scratch"  # the workspace of a run that makes its own corpus (train-speaker)
 

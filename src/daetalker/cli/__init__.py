@@ -50,26 +50,15 @@ def assets(
         )
 
 
-def _register_subcommands() -> None:
-    """Each concern owns its commands in ``<package>/commands.py``."""
+def _add_commands() -> None:
+    """One module per group of stages; each holds a Typer whose commands join the root."""
     import importlib
 
-    for mod in (
-        # one line per concern; keep sorted
-        "daetalker.data.commands",
-        "daetalker.evaluate.commands",
-        "daetalker.generate.commands",
-        "daetalker.pipeline.commands",
-        "daetalker.registry.commands",
-        "daetalker.services.commands",
-        "daetalker.synth.commands",
-        "daetalker.train.commands",
-        "daetalker.versioning.commands",
-    ):
-        importlib.import_module(mod).register(app)
+    for name in ("synth", "data", "train", "generate", "evaluate", "registry", "services", "pipeline"):
+        app.add_typer(importlib.import_module(f"daetalker.cli.{name}").app)
 
 
-_register_subcommands()
+_add_commands()
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from daetalker.pipeline.context import RunContext
+from daetalker.kubeflow.context import RunContext
 
 
 @dataclass
@@ -89,7 +89,7 @@ def compile_pipeline(path: Path, name: str = "train-speaker", cluster: bool = Fa
     """Write the KFP IR YAML of pipeline ``name`` (default: train-speaker as kfp.local runs it).
 
     ``cluster`` builds it for Kubeflow Pipelines on Kubernetes: the
-    kfp-kubernetes settings of ``daetalker.pipeline.cluster`` on every task.
+    kfp-kubernetes settings of ``daetalker.kubeflow.cluster`` on every task.
     """
     from kfp import compiler
 

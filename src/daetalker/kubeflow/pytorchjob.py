@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daetalker.errors import DaetalkerError
-from daetalker.pipeline.cluster import GPU_NODE_LABEL, GPU_RESOURCE, ClusterSettings, Resources
+from daetalker.kubeflow.cluster import GPU_NODE_LABEL, GPU_RESOURCE, ClusterSettings, Resources
 
 log = logging.getLogger(__name__)
 

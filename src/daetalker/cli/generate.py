@@ -1,0 +1,45 @@
+"""``daetalker generate``: speech in, talking-face video out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from daetalker.cli.options import DeviceOpt
+
+app = typer.Typer()
+
+
+@app.command("generate")
+def generate_cmd(
+    audio: Annotated[Path, typer.Option("--audio", help="Speech: any audio (or video) file ffmpeg reads.")],
+    model: Annotated[str, typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS.")],
+    out: Annotated[Path, typer.Option("--out", help="Output .mp4 (H.264 + AAC, 25 fps).")],
+    pose: Annotated[str, typer.Option("--pose", help="predicted | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps; default dae.sample_steps.")] = None,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
+    noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
+                                       "DDIM-inverted) or random.")] = "reference",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=4096, help="Frames decoded per DDIM batch.")] = 16,
+    chunk_seconds: Annotated[float, typer.Option("--chunk-seconds", min=0.2, max=600.0, help="Audio per speech2latent pass.")] = 10.0,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, max=2048, help="Side of the written frames in px; default "
+                                                "256 or the DAE's size if larger.")] = None,
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="x264 quality, 0-51 (lower is better).")] = 10,
+    device: DeviceOpt = None,
+) -> None:
+    """Render a talking-face video of AUDIO with a trained talker (one shared x_T, batched DDIM)."""
+    from daetalker import outputs
+    from daetalker.generate.video import generate_video
+
+    outputs.require_file_target("--out", out, (".mp4",))
+    outputs.refuse_inputs("--out", out, {"--audio": audio, "--model": model})
+
+    r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
+                       chunk_seconds=chunk_seconds, video_size=size, crf=crf,
+                       device=device)  # fmt: skip
+    typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
+                           "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
+

@@ -1,0 +1,1 @@
+"""Kubeflow plumbing: run context, cluster settings, workspaces, PyTorchJobs, submit and schedule."""

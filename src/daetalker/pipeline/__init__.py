@@ -1,1 +1,0 @@
-"""Pipeline wiring: run context, steps, local runner, compile."""
