@@ -48,17 +48,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arm in args:
-            if arm is type(None):
-                continue
-            try:
-                return _coerce(value, arm, key)
-            except ConfigError as e:  # try the next arm
-                errors.append(str(e))
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return _coerce_union(value, tp, args, key)
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{key}: expected one of {list(args)}, got {value!r}")
@@ -68,22 +58,47 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a mapping for section {tp.__name__}, got {value!r}")
         return from_dict(tp, value, prefix=key)
     if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-            return tuple(items)
-        if origin is tuple:
-            if len(value) != len(args):
-                raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        inner = args[0] if args else Any
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        return _coerce_sequence(value, origin, args, key)
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         vt = args[1] if args else Any
         return {str(k): _coerce(v, vt, f"{key}.{k}") for k, v in value.items()}
+    return _coerce_scalar(value, tp, key)
+
+
+def _coerce_union(value: Any, tp: Any, args: tuple[Any, ...], key: str) -> Any:
+    """``X | Y | None``: None if allowed, else the first arm (in declaration order) that accepts ``value``."""
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arm in args:
+        if arm is type(None):
+            continue
+        try:
+            return _coerce(value, arm, key)
+        except ConfigError as e:  # try the next arm
+            errors.append(str(e))
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _coerce_sequence(value: Any, origin: Any, args: tuple[Any, ...], key: str) -> Any:
+    """``tuple[X, ...]``, fixed ``tuple[X, Y]`` or ``list[X]``: items checked one by one, keyed ``key[i]``."""
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list, got {value!r}")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is tuple:
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} items, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    inner = args[0] if args else Any
+    return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+
+
+def _coerce_scalar(value: Any, tp: Any, key: str) -> Any:
+    """``bool``, ``int``, ``float`` or ``str``; any other annotation is unsupported."""
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected bool, got {value!r}")

@@ -194,34 +194,16 @@ class ClipProcessor:
 
     def _process(self, src: Source, out_dir: Path, tmp: Path, result: SourceResult) -> None:
         from daetalker.data.audio_features import measure_loudness
-        from daetalker.data.ingest import finish_audio, start_audio
 
         cfg = self.cfg
         spf = cfg.sample_rate // cfg.fps  # 640 samples per frame
         info = probe(src.path)
         check_usable(info, cfg.min_seconds, cfg.max_audio_gap_s)
         raw = tmp / "audio.f32"
-        audio = start_audio(info, raw, cfg.sample_rate)  # decodes beside the detection pass
-        try:
-            faces = self._detect(info)
-        except BaseException:
-            audio.kill()
-            audio.wait()
-            raise
-        n_samples = finish_audio(audio, info, raw)
+        faces, n_samples = self._detect_with_audio(info, raw)
         n = len(faces)
-        result.decoded_s = n / cfg.fps
-        expected = info.expected_frames(cfg.fps)
-        if n < 0.95 * expected - 2:
-            raise InputMediaError(src.path, "truncated", f"decoded {n} of {expected} frames the header promises",
-                                  "copy or download the file again; it ends early")
-        if n < cfg.min_seconds * cfg.fps:
-            raise InputMediaError(src.path, "too_short", f"{n} frames at {cfg.fps} fps < {cfg.min_seconds} s",
-                                  "use clips of at least a second")
-        if n_samples < spf * n - cfg.max_audio_gap_s * cfg.sample_rate:
-            raise InputMediaError(src.path, "audio_short",
-                                  f"{n_samples / cfg.sample_rate:.2f} s of audio for {n / cfg.fps:.2f} s of video",
-                                  "use a recording whose sound covers the whole video")
+        result.decoded_s = n / cfg.fps  # counted even when the checks below refuse the source
+        self._check_decoded(src, info, n, n_samples)
         speaker = pick_speaker(faces)
         if not speaker.found.any():
             raise InputMediaError(src.path, "no_face", f"no face in any of {n} frames",
@@ -257,6 +239,35 @@ class ClipProcessor:
                                                                 cfg.test_fraction, cfg.split_seed))
             ds.install_dir(seg_tmp, ds.clip_dir(out_dir, cid))
             result.rows.append(row)
+
+    def _detect_with_audio(self, info: MediaInfo, raw: Path) -> tuple[FaceLog, int]:
+        """Pass 1 with the audio decoding to ``raw`` beside it: (faces per frame, audio samples written)."""
+        from daetalker.data.ingest import finish_audio, start_audio
+
+        audio = start_audio(info, raw, self.cfg.sample_rate)  # decodes beside the detection pass
+        try:
+            faces = self._detect(info)
+        except BaseException:  # no ffmpeg left behind when detection fails or is interrupted
+            audio.kill()
+            audio.wait()
+            raise
+        return faces, finish_audio(audio, info, raw)
+
+    def _check_decoded(self, src: Source, info: MediaInfo, n: int, n_samples: int) -> None:
+        """Refuse a source whose ``n`` decoded frames are truncated or too few, or whose audio ends early."""
+        cfg = self.cfg
+        spf = cfg.sample_rate // cfg.fps
+        expected = info.expected_frames(cfg.fps)
+        if n < 0.95 * expected - 2:
+            raise InputMediaError(src.path, "truncated", f"decoded {n} of {expected} frames the header promises",
+                                  "copy or download the file again; it ends early")
+        if n < cfg.min_seconds * cfg.fps:
+            raise InputMediaError(src.path, "too_short", f"{n} frames at {cfg.fps} fps < {cfg.min_seconds} s",
+                                  "use clips of at least a second")
+        if n_samples < spf * n - cfg.max_audio_gap_s * cfg.sample_rate:
+            raise InputMediaError(src.path, "audio_short",
+                                  f"{n_samples / cfg.sample_rate:.2f} s of audio for {n / cfg.fps:.2f} s of video",
+                                  "use a recording whose sound covers the whole video")
 
     # -------------------------------------------------------------- passes
     def _detect(self, info: MediaInfo) -> FaceLog:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,44 +45,19 @@ class UNet(nn.Module):
         )
         block = dict(emb_dim=embed_dim, z_dim=latent_dim, dropout=dropout)
 
+        # modules are created in this order (input conv, down, middle, up, out) so a seeded
+        # init draws the same weights and the state_dict keys keep their checkpoint order
         ch = base_channels * channel_mult[0]
         self.input_conv = nn.Conv2d(in_channels, ch, 3, padding=1)
-        skip_chs = [ch]  # channels of every tensor the down path hands to the up path
-        self.down = nn.ModuleList()
-        res = image_size
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers = CondSequential([ResBlock(in_ch=ch, out_ch=base_channels * mult, **block)])
-                ch = base_channels * mult
-                if res in attn_resolutions:
-                    layers.append(AttentionBlock(channels=ch, heads=attn_heads))
-                self.down.append(layers)
-                skip_chs.append(ch)
-            if level != len(channel_mult) - 1:
-                self.down.append(CondSequential([ResBlock(in_ch=ch, out_ch=ch, resample="down", **block)]))
-                skip_chs.append(ch)
-                res //= 2
-
-        self.middle = CondSequential(
-            [
-                ResBlock(in_ch=ch, out_ch=ch, **block),
-                AttentionBlock(channels=ch, heads=attn_heads),
-                ResBlock(in_ch=ch, out_ch=ch, **block),
-            ]
+        self.down, skip_chs, ch, res = _down_path(
+            ch, image_size=image_size, base_channels=base_channels, channel_mult=channel_mult,
+            num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, attn_heads=attn_heads, block=block,
         )
-
-        self.up = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(channel_mult))):
-            for i in range(num_res_blocks + 1):
-                skip = skip_chs.pop()
-                layers = CondSequential([ResBlock(in_ch=ch + skip, out_ch=base_channels * mult, **block)])
-                ch = base_channels * mult
-                if res in attn_resolutions:
-                    layers.append(AttentionBlock(channels=ch, heads=attn_heads))
-                if level and i == num_res_blocks:
-                    layers.append(ResBlock(in_ch=ch, out_ch=ch, resample="up", **block))
-                    res *= 2
-                self.up.append(layers)
+        self.middle = _middle(ch, attn_heads=attn_heads, block=block)
+        self.up, ch, res = _up_path(
+            ch, res, skip_chs, base_channels=base_channels, channel_mult=channel_mult,
+            num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, attn_heads=attn_heads, block=block,
+        )
         assert not skip_chs and res == image_size
 
         self.out_norm = group_norm(ch)
@@ -101,3 +78,72 @@ class UNet(nn.Module):
         for layers in self.up:
             h = layers(torch.cat([h, hs.pop()], dim=1), emb, z)
         return self.out_conv(F.silu(self.out_norm(h)))
+
+
+def _down_path(
+    ch: int,
+    *,
+    image_size: int,
+    base_channels: int,
+    channel_mult: tuple[int, ...],
+    num_res_blocks: int,
+    attn_resolutions: tuple[int, ...],
+    attn_heads: int,
+    block: dict[str, Any],
+) -> tuple[nn.ModuleList, list[int], int, int]:
+    """Encoder half: returns (down blocks, skip channels, channels out, resolution out)."""
+    skip_chs = [ch]  # channels of every tensor the down path hands to the up path (input conv first)
+    down = nn.ModuleList()
+    res = image_size
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_res_blocks):
+            layers = CondSequential([ResBlock(in_ch=ch, out_ch=base_channels * mult, **block)])
+            ch = base_channels * mult
+            if res in attn_resolutions:
+                layers.append(AttentionBlock(channels=ch, heads=attn_heads))
+            down.append(layers)
+            skip_chs.append(ch)
+        if level != len(channel_mult) - 1:
+            down.append(CondSequential([ResBlock(in_ch=ch, out_ch=ch, resample="down", **block)]))
+            skip_chs.append(ch)
+            res //= 2
+    return down, skip_chs, ch, res
+
+
+def _middle(ch: int, *, attn_heads: int, block: dict[str, Any]) -> CondSequential:
+    """Bottleneck at the lowest resolution: ResBlock, attention, ResBlock; (B, ch, r, r) in and out."""
+    return CondSequential(
+        [
+            ResBlock(in_ch=ch, out_ch=ch, **block),
+            AttentionBlock(channels=ch, heads=attn_heads),
+            ResBlock(in_ch=ch, out_ch=ch, **block),
+        ]
+    )
+
+
+def _up_path(
+    ch: int,
+    res: int,
+    skip_chs: list[int],
+    *,
+    base_channels: int,
+    channel_mult: tuple[int, ...],
+    num_res_blocks: int,
+    attn_resolutions: tuple[int, ...],
+    attn_heads: int,
+    block: dict[str, Any],
+) -> tuple[nn.ModuleList, int, int]:
+    """Decoder half, consuming ``skip_chs`` from the end: returns (up blocks, channels out, resolution out)."""
+    up = nn.ModuleList()
+    for level, mult in reversed(list(enumerate(channel_mult))):
+        for i in range(num_res_blocks + 1):
+            skip = skip_chs.pop()
+            layers = CondSequential([ResBlock(in_ch=ch + skip, out_ch=base_channels * mult, **block)])
+            ch = base_channels * mult
+            if res in attn_resolutions:
+                layers.append(AttentionBlock(channels=ch, heads=attn_heads))
+            if level and i == num_res_blocks:
+                layers.append(ResBlock(in_ch=ch, out_ch=ch, resample="up", **block))
+                res *= 2
+            up.append(layers)
+    return up, ch, res

@@ -184,42 +184,16 @@ class FaceRenderer:
         oh = origin_h.tolist()
         tt = np.where(np.isfinite(t), t, np.float32(CAMERA_DISTANCE_CM))
         ph = [oh[i] + tt * (Dh[i][0] * X + Dh[i][1] * Y + Dh[i][2]) for i in range(3)]
-        # camera-frame normal = G (p - c): the ellipsoid's gradient, rotated
-        grads = [(R @ e.rot @ np.diag(1.0 / e.axes**2) @ e.rot.T).tolist() for e in prims]
+        n = _blend_normals(prims, R, ph, t, index, t_all, X)
+        albedo = self._albedo(prims, index, ph, tex)
+        return self._light(albedo, n)
 
-        def normal(k: int, sel):
-            c = prims[k].centre.tolist()
-            q = [ph[i][sel] - c[i] for i in range(3)]
-            G = grads[k]
-            return [G[i][0] * q[0] + G[i][1] * q[1] + G[i][2] * q[2] for i in range(3)]
-
-        # smooth union of the skin ellipsoids: near a seam (hits within a few cm) the normal is a
-        # soft-min blend of the surfaces' normals, so creases shade like flesh, not like plates
-        skin = [k for k, e in enumerate(prims) if e.kind == "skin"]
-        n = [np.zeros_like(X) for _ in range(3)]
-        wsum = np.zeros_like(X)
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where nothing is hit
-            is_skin = np.isin(index, skin)
-            for k in range(len(prims)):
-                if k in skin:
-                    sel = is_skin & (t_all[k] - t < 2.5)
-                    w_all = np.exp(-(t_all[k] - t) / 0.7)
-                else:
-                    sel = index == k
-                    w_all = None
-                if not sel.any():
-                    continue
-                nk = normal(k, sel)
-                lk = np.sqrt(nk[0] ** 2 + nk[1] ** 2 + nk[2] ** 2) + 1e-6
-                w = w_all[sel] if w_all is not None else 1.0
-                for i in range(3):
-                    n[i][sel] += w * nk[i] / lk
-                wsum[sel] += w
-        norm = np.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2) + 1e-6
-        n = [c / norm for c in n]
+    def _albedo(self, prims: list[Ellipsoid], index: np.ndarray, ph: list[np.ndarray],
+                tex: np.ndarray) -> np.ndarray:
+        """Albedo (h, w, 3) at the head-frame hit points ``ph`` (3 x (h, w)): texture, hair, ears."""
         ts = self.ts
-        hair_kind = np.zeros(X.shape, bool)
-        ear = np.zeros(X.shape, bool)
+        hair_kind = np.zeros(index.shape, bool)
+        ear = np.zeros(index.shape, bool)
         for k, e in enumerate(prims):
             if e.kind == "hair":
                 hair_kind |= index == k
@@ -234,6 +208,10 @@ class FaceRenderer:
             albedo += (np.asarray(self.sp.hair, np.float32) - albedo) * back[..., None]
         if ear.any():
             albedo[ear] = self.skin * np.array([0.97, 0.86, 0.84], np.float32)
+        return albedo
+
+    def _light(self, albedo: np.ndarray, n: list[np.ndarray]) -> np.ndarray:
+        """Lit colour (h, w, 3) from albedo (h, w, 3) and unit camera-frame normals ``n`` (3 x (h, w))."""
         L, F, H = self.light.tolist(), self.fill.tolist(), self.half.tolist()
         ndl = n[0] * L[0] + n[1] * L[1] + n[2] * L[2]
         fill = n[0] * F[0] + n[1] * F[1] + n[2] * F[2]
@@ -326,6 +304,45 @@ class FaceRenderer:
         r0 = int(np.clip(uv[1] - r_px, 0, self.size))
         r1 = int(np.clip(uv[1] + r_px + 1, 0, self.size))
         return r0, r1, c0, c1
+
+
+def _blend_normals(prims: list[Ellipsoid], R: np.ndarray, ph: list[np.ndarray], t: np.ndarray,
+                   index: np.ndarray, t_all: list[np.ndarray], X: np.ndarray) -> list[np.ndarray]:
+    """Unit camera-frame normals (3 x (h, w)) at the hits ``ph``, soft-blended across skin seams."""
+    # camera-frame normal = G (p - c): the ellipsoid's gradient, rotated
+    grads = [(R @ e.rot @ np.diag(1.0 / e.axes**2) @ e.rot.T).tolist() for e in prims]
+    # smooth union of the skin ellipsoids: near a seam (hits within a few cm) the normal is a
+    # soft-min blend of the surfaces' normals, so creases shade like flesh, not like plates
+    skin = [k for k, e in enumerate(prims) if e.kind == "skin"]
+    n = [np.zeros_like(X) for _ in range(3)]
+    wsum = np.zeros_like(X)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where nothing is hit
+        is_skin = np.isin(index, skin)
+        for k in range(len(prims)):
+            if k in skin:
+                sel = is_skin & (t_all[k] - t < 2.5)
+                w_all = np.exp(-(t_all[k] - t) / 0.7)
+            else:
+                sel = index == k
+                w_all = None
+            if not sel.any():
+                continue
+            nk = _surface_normal(prims[k], grads[k], ph, sel)
+            lk = np.sqrt(nk[0] ** 2 + nk[1] ** 2 + nk[2] ** 2) + 1e-6
+            w = w_all[sel] if w_all is not None else 1.0
+            for i in range(3):
+                n[i][sel] += w * nk[i] / lk
+            wsum[sel] += w
+    norm = np.sqrt(n[0] ** 2 + n[1] ** 2 + n[2] ** 2) + 1e-6
+    return [c / norm for c in n]
+
+
+def _surface_normal(e: Ellipsoid, G: list[list[float]], ph: list[np.ndarray],
+                    sel: np.ndarray) -> list[np.ndarray]:
+    """Unnormalised camera-frame normal G (p - c) of ``e`` (3 x (m,)) at the hit points ``ph[i][sel]``."""
+    c = e.centre.tolist()
+    q = [ph[i][sel] - c[i] for i in range(3)]
+    return [G[i][0] * q[0] + G[i][1] * q[1] + G[i][2] * q[2] for i in range(3)]
 
 
 def _background(sp: Speaker, size: int, rng: np.random.Generator) -> np.ndarray:
