@@ -28,12 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.config import load_config
 from daetalker.diffusion import linear_schedule
-from daetalker.train import checkpoint as ckpt_io
-from daetalker.train.dae_trainer import load_dae, train_dae
+from daetalker.models.images import to_model_range
+from daetalker.models.loading import load_dae
+from daetalker.train.dae_trainer import train_dae
 from daetalker.train.reconstruction import psnr, reconstruct
-from daetalker.train.frames_dataset import FramesDataset, frames_path, read_manifest, to_model_range
+from daetalker.train.frames_dataset import FramesDataset, frames_path, read_manifest
 from daetalker.train.latents import encode_frames
 
 HELD_OUT = ("val", "test")

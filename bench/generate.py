@@ -20,9 +20,9 @@ import time
 
 import torch
 
+from daetalker.bundle.build import fill_zero_init
 from daetalker.config import load_config
 from daetalker.diffusion import linear_schedule
-from daetalker.generate.model import fill_zero_init
 from daetalker.generate.video import decode_latents, shared_noise
 from daetalker.models import DiffusionAutoencoder
 

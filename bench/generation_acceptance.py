@@ -38,7 +38,8 @@ from daetalker.data import dataset as ds
 from daetalker.evaluate.evaluate import FrameLabeller, decode_video
 from daetalker.generate.model import load_talker
 from daetalker.generate.video import VIDEO_SIZE, generate_video
-from daetalker.train.frames_dataset import read_manifest, to_model_range, to_uint8
+from daetalker.models.images import to_model_range, to_uint8
+from daetalker.train.frames_dataset import read_manifest
 
 HELD_OUT = ("test", "val")
 

@@ -32,7 +32,8 @@ from daetalker.evaluate.evaluate import FrameLabeller, decode_video
 from daetalker.generate.model import load_talker
 from daetalker.generate.video import (VIDEO_SIZE, _Mp4Writer, decode_latents, predict_latents, reference_noise,
                                       shared_noise)
-from daetalker.train.frames_dataset import read_manifest, to_model_range, to_uint8
+from daetalker.models.images import to_model_range, to_uint8
+from daetalker.train.frames_dataset import read_manifest
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:

@@ -29,7 +29,8 @@ from daetalker.diffusion import linear_schedule
 from daetalker.evaluate.evaluate import FrameLabeller, decode_video
 from daetalker.generate.model import load_talker
 from daetalker.generate.video import _Mp4Writer, decode_latents, reference_noise
-from daetalker.train.frames_dataset import read_manifest, to_model_range, to_uint8
+from daetalker.models.images import to_model_range, to_uint8
+from daetalker.train.frames_dataset import read_manifest
 
 SIZES = (64, 128, 256)
 CRFS = (10, 18, 23)

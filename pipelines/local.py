@@ -24,6 +24,7 @@ class LocalRun:
     outputs: dict[str, Any]
     seconds: float
     pipeline_root: Path
+    steps: dict[str, int]  # status -> number of steps (ok, cached, FAILED)
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -35,6 +36,21 @@ def repo_root(start: Path | None = None) -> Path:
     return p
 
 
+def code_version() -> str:
+    """sha256 over the sources every task runs (the package, components, pipelines, profiles and gate rules):
+    part of every task's input, so changed code is never served from the cache."""
+    import hashlib
+
+    import components
+    import daetalker
+
+    digest = hashlib.sha256()
+    for top in (Path(daetalker.__file__).parent, Path(components.__file__).parent, Path(__file__).parent):
+        for path in sorted(p for p in top.rglob("*") if p.suffix in (".py", ".yaml", ".txt") and p.is_file()):
+            digest.update(str(path.relative_to(top.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_local(
     out: Path,
     *,
@@ -44,14 +60,20 @@ def run_local(
     workspace: Path | None = None,
     synth_minutes: float = 2.0,
     synth_seed: int = 0,
-    enable_caching: bool = False,
+    enable_caching: bool = True,
+    show_bar: bool | None = None,
 ) -> LocalRun:
+    """Run train-speaker with kfp.local: one line per step on the terminal, each step's output in
+    ``out/logs/``. With ``enable_caching`` a task whose inputs (run context with the code version,
+    upstream outputs and artifacts) match an earlier run's is served from kfp.local's cache."""
     import kfp.local
     import mlflow
 
     from daetalker import tracking
+    from daetalker.kubeflow.context import PARENT_RUN_ENV
     from daetalker.outputs import require_dir_target, write_text
     from daetalker.services.mlflow_server import ensure_tracking_uri
+    from pipelines.progress import StepConsole
     from pipelines.train_speaker import train_speaker
 
     out = require_dir_target("--out", out).resolve()
@@ -59,30 +81,34 @@ def run_local(
     workspace = Path(workspace or repo_root()).resolve()
     uri = ensure_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri  # inherited by the task subprocesses
-
-    ctx = RunContext(speaker=speaker, profile=profile, workspace=str(workspace),
-                     overrides=tuple(overrides or ()))
+    ctx = RunContext(speaker=speaker, profile=profile, workspace=str(workspace), overrides=tuple(overrides or ()),
+                     code=code_version())  # fmt: skip
     t0 = time.time()
+    console = StepConsole(out / "logs", bar=show_bar)
     with tracking.start_run(
         experiment=ctx.experiment_name,
         run_name=f"pipeline-train-speaker-{time.strftime('%Y%m%d-%H%M%S')}",
         config=ctx.config(),
-        tags={"daetalker.step": "pipeline", "daetalker.speaker": speaker,
-              "daetalker.runner": "kfp.local"},
+        tags={"daetalker.step": "pipeline", "daetalker.speaker": speaker, "daetalker.runner": "kfp.local",
+              "daetalker.code_version": ctx.code},
     ) as parent:
-        ctx = RunContext(**{**ctx.__dict__, "parent_run_id": parent.info.run_id})
-        kfp.local.init(
-            runner=kfp.local.SubprocessRunner(use_venv=False),
-            pipeline_root=str(out / "kfp"),
-            enable_caching=enable_caching,
-        )
-        task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
+        os.environ[PARENT_RUN_ENV] = parent.info.run_id  # not in ctx: ctx must not change from run to run
+        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+                       enable_caching=enable_caching, cache_root=str(out / "kfp-cache"))  # fmt: skip
+        try:
+            with console:
+                task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
+        finally:
+            os.environ.pop(PARENT_RUN_ENV, None)
         outputs = json.loads(task.output)
         mlflow.log_dict(outputs, "pipeline_outputs.json")
         seconds = time.time() - t0
-        mlflow.log_metric("pipeline_seconds", seconds)
+        steps = console.summary()
+        mlflow.log_metrics({"pipeline_seconds": seconds, "steps_cached": steps.get("cached", 0),
+                            "steps_run": steps.get("ok", 0)})  # fmt: skip
+        mlflow.log_artifacts(str(out / "logs"), "logs")
     write_text(out / "pipeline_outputs.json", json.dumps(outputs, indent=2))
-    return LocalRun(parent.info.run_id, uri, outputs, seconds, out / "kfp")
+    return LocalRun(parent.info.run_id, uri, outputs, seconds, out / "kfp", steps)
 
 
 def compile_pipeline(path: Path, name: str = "train-speaker", cluster: bool = False) -> Path:

@@ -68,6 +68,9 @@ def train_and_release(ctx: Any, raw: Any, *, cluster: ClusterSettings | None, th
     data = preprocess(ctx=ctx, upstream=raw).set_display_name("preprocess")
     checked = validate(ctx=ctx, upstream=data.output).set_display_name("validate")
     versioned = version_data(ctx=ctx, upstream=checked.output).set_display_name("version data (DVC)")
+    if cluster is None:  # locally these act on the checkout, which may have changed: rerun (they reuse their work)
+        for task in (data, checked, versioned):
+            task.set_caching_options(False)
     trained_dae, dae_model = train_dae_stage(ctx, versioned.output, cluster, dae_nodes, gpus_per_node)
     latents = extract_latents(ctx=ctx, trained=trained_dae, dae=dae_model).set_display_name("extract latents")
     trained_s2l, s2l_model = train_s2l_stage(ctx, latents.outputs["Output"], latents.outputs["latents"], cluster,

@@ -23,6 +23,7 @@ def build(cluster: ClusterSettings | None = None):
         @dsl.pipeline(name=NAME, description=DESCRIPTION)
         def train_speaker(ctx: str, synth_minutes: float = 2.0, synth_seed: int = 0) -> str:
             corpus = synth_corpus(ctx=ctx, minutes=synth_minutes, seed=synth_seed).set_display_name("synthesise corpus")
+            corpus.set_caching_options(False)  # writes into the checkout; a rerun only checks its hashes
             return train_and_release(ctx, corpus.output, cluster=None).output
 
         return train_speaker

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from daetalker.generate.model import make_test_bundle
+from daetalker.bundle.build import make_test_bundle
 
 SR = 16000
 

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 import torch
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.config import load_config
 from daetalker.errors import CheckpointError, DaetalkerError
-from daetalker.train import checkpoint as ckpt_io
 from daetalker.train.ema import EMA
 from daetalker.train.frames_dataset import FramesDataset
 from daetalker.train.sampler import ResumableShardedSampler
@@ -226,7 +226,7 @@ def test_mouth_boxes_come_from_the_lip_landmarks(tmp_path):
 @pytest.mark.slow
 def test_training_writes_its_outputs_and_loss_falls(data_dir, reference_run):
     from daetalker.diffusion import eps_loss, linear_schedule, q_sample
-    from daetalker.train.dae_trainer import dae_config_from_checkpoint
+    from daetalker.models.loading import dae_config_from_checkpoint
     from daetalker.models import DiffusionAutoencoder
 
     m = read_metrics(reference_run)
@@ -335,8 +335,9 @@ def test_resume_refuses_a_different_architecture(data_dir, reference_run):
 
 @pytest.mark.slow
 def test_extract_latents_layout_and_values(data_dir, reference_run, tmp_path):
-    from daetalker.train.dae_trainer import load_dae
-    from daetalker.train.latents import extract_latents, load_latent_stats, load_reference_frame
+    from daetalker.models.latent_stats import load_latent_stats, load_reference_frame
+    from daetalker.models.loading import load_dae
+    from daetalker.train.latents import extract_latents
 
     ckpt = reference_run / "checkpoints" / "latest.pt"
     out = extract_latents(data_dir, ckpt, tmp_path / "lat", batch_size=7)

@@ -23,7 +23,7 @@ from daetalker.config import load_config
 from daetalker.evaluate.evaluate import evaluate_model
 from daetalker.evaluate.report import fmt
 from daetalker.evaluate.syncnet import LightSyncNet, light_checkpoint
-from daetalker.generate.model import make_test_bundle
+from daetalker.bundle.build import make_test_bundle
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 
@@ -77,7 +77,7 @@ def test_metrics_json_has_gate_keys_ground_truth_and_per_clip(evaluated) -> None
         assert key in m, key
     assert isinstance(m["lse_d"], float) and isinstance(m["fid"], float) and m["fid"] >= 0
     assert m["clips"] == 2 and len(m["per_clip"]) == 2
-    from daetalker.train.checkpoint import file_sha256
+    from daetalker.checkpoint import file_sha256
 
     assert m["syncnet_sha256"] == file_sha256(weights)[0]
     assert m["encoding"]["crf"] == 10.0 and m["encoding"]["video_codec"] == "h264"

@@ -18,8 +18,9 @@ from daetalker.generate import video as video_mod
 from daetalker.generate.audio_io import prepare_audio
 from daetalker.generate.model import load_talker
 from daetalker.generate.pose import resolve_pose
-from daetalker.generate.video import (decode_latents, generate_video, make_test_bundle, predict_latents,
-                                      reference_noise, shared_noise)
+from daetalker.bundle.build import make_test_bundle
+from daetalker.generate.video import (decode_latents, generate_video, predict_latents, reference_noise, render_video,
+                                      shared_noise)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 
@@ -102,6 +103,10 @@ def test_reference_noise_is_the_reference_frames_subcode(talker, bundle, tmp_pat
         frames[name] = subprocess.run(["ffmpeg", "-v", "error", "-i", str(r.path), "-f", "rawvideo", "-"],
                                       capture_output=True, check=True).stdout  # fmt: skip
     assert frames["ref0"] == frames["ref1"] != frames["rand"]
+    # an already loaded talker renders the same video as generate_video loading the bundle itself
+    r = render_video(talker, tmp_path / "a.wav", tmp_path / "loaded.mp4", steps=2, progress=False)
+    assert subprocess.run(["ffmpeg", "-v", "error", "-i", str(r.path), "-f", "rawvideo", "-"],
+                          capture_output=True, check=True).stdout == frames["ref0"]  # fmt: skip
     with pytest.raises(DaetalkerError, match="--noise"):
         generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", noise="inverted", progress=False)
 
@@ -199,9 +204,18 @@ def test_bad_inputs_raise_clear_errors(bundle, tmp_path: Path, monkeypatch) -> N
         generate_video(tmp_path / "nope", tmp_path / "a.wav", out, progress=False)
     with pytest.raises(IntegrityError):
         generate_video(tmp_path, tmp_path / "a.wav", out, progress=False)  # a folder that is not a bundle
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
-    with pytest.raises(DaetalkerError, match="models:/talker-nobody@champion"):
+    # generation reads bundle folders only: a registered model is fetched first (local_bundle), and that
+    # error names the URI and the store it read
+    with pytest.raises(DaetalkerError, match="models:/talker-nobody@champion: a registered model must be fetched"):
         generate_video("models:/talker-nobody@champion", tmp_path / "a.wav", out, progress=False)
+    from daetalker.registry.log_model import local_bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    with pytest.raises(DaetalkerError, match="models:/talker-nobody@champion: cannot fetch it from the MLflow registry"):
+        with local_bundle("models:/talker-nobody@champion"):
+            pass
+    with local_bundle(bundle) as folder:
+        assert folder == bundle
     assert not out.exists()
 
 

@@ -455,7 +455,7 @@ class FakeJobsApi:
     def _train(job: dict) -> None:
         import torch
 
-        from daetalker.train import checkpoint as ckpt_io
+        from daetalker import checkpoint as ckpt_io
 
         args = job["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["args"]
         out = Path(args[args.index("--out") + 1])

@@ -52,6 +52,12 @@ def test_run_context_round_trip(tmp_path):
     assert back.raw_dir() == tmp_path / "data" / "raw" / "ana"
 
 
+RUN_OVERRIDES = ["dae.max_steps=4", "dae.ckpt_every=2", "dae.log_every=2", "dae.sample_every=4",
+                 "dae.sample_steps=2", "s2l.max_steps=4", "s2l.ckpt_every=2", "s2l.log_every=2",
+                 "s2l.val_every=4", "syncnet.max_steps=4", "syncnet.log_every=2", "syncnet.eval_every=4",
+                 "preprocess.min_usable_minutes=0.1"]
+
+
 @pytest.mark.slow
 def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_path):
     """kfp.local end to end on a short synthetic corpus with a few DAE steps."""
@@ -64,10 +70,7 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
     subprocess.run(["git", "init", "-q", str(ws)], check=True)
     result = run_local(
         tmp_path / "out", speaker="pipe", profile="tiny", workspace=ws, synth_minutes=0.35,
-        overrides=["dae.max_steps=4", "dae.ckpt_every=2", "dae.log_every=2", "dae.sample_every=4",
-                   "dae.sample_steps=2", "s2l.max_steps=4", "s2l.ckpt_every=2", "s2l.log_every=2",
-                   "s2l.val_every=4", "syncnet.max_steps=4", "syncnet.log_every=2", "syncnet.eval_every=4",
-                   "preprocess.min_usable_minutes=0.1"],
+        overrides=RUN_OVERRIDES,
     )
     assert (ws / "data.dvc").is_file()
     assert (ws / "data" / "processed" / "pipe" / "manifest.parquet").is_file()
@@ -94,4 +97,16 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
         assert steps[name].info.status == "FINISHED", name
         assert steps[name].data.tags["mlflow.parentRunId"] == parent, name
     assert steps["pipeline"].info.status == "FINISHED"
-    assert steps["train-dae"].data.tags["dvc.data_hash"] == steps["version-data"].data.tags["dvc.data_hash"]
+    assert steps["train-dae"].data.tags["data_hash"] == steps["version-data"].data.tags["dvc.data_hash"]
+    assert result.steps == {"ok": 11}
+    assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir())[:3] == [
+        "00-pipeline.log", "01-synth-corpus.log", "02-preprocess.log"]
+    (dae_log,) = (tmp_path / "out" / "logs").glob("*-train-dae.log")
+    assert "train-dae" in dae_log.read_text()
+
+    # Nothing changed: the training and evaluation steps come from the cache, nothing is registered again.
+    again = run_local(tmp_path / "out", speaker="pipe", profile="tiny", workspace=ws, synth_minutes=0.35,
+                      overrides=RUN_OVERRIDES)
+    assert again.steps == {"ok": 5, "cached": 6}, again.steps
+    assert again.outputs["version"] == "1" and again.outputs["registered"] == "already v1"
+    assert again.seconds < 0.5 * result.seconds

@@ -13,7 +13,7 @@ import pytest
 
 from daetalker.config import load_config
 from daetalker.errors import DaetalkerError, IntegrityError
-from daetalker.registry.bundle import (
+from daetalker.bundle import (
     MANIFEST,
     REQUIRED,
     file_sha256,
@@ -56,7 +56,7 @@ def test_write_bundle_lists_every_file_with_its_hash(tmp_path: Path) -> None:
 def test_checkpoint_sidecars_travel_so_the_checkpoint_loader_accepts_the_copies(tmp_path: Path) -> None:
     import torch
 
-    from daetalker.train.checkpoint import load_checkpoint, save_checkpoint
+    from daetalker.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = save_checkpoint({"ema": {"w": torch.arange(4.0)}}, tmp_path / "ckpt", step=5)
     src = {**model_files(tmp_path / "src"), "dae": ckpt.with_name("latest.pt")}
@@ -205,14 +205,11 @@ def test_pyfunc_model_loads_verified_and_refuses_an_altered_file(
 
 
 def test_pyfunc_predict_end_to_end(mlflow_server: str, tmp_path: Path) -> None:
-    """Audio in, video file out, through mlflow.pyfunc (only where the generator is installed)."""
-    video = pytest.importorskip("daetalker.generate.video")
-    make_test_bundle = getattr(video, "make_test_bundle", None)
-    if make_test_bundle is None:
-        pytest.skip("daetalker.generate.video has no make_test_bundle(out_dir) to build a loadable tiny bundle")
+    """Audio in, video file out, through mlflow.pyfunc."""
     import mlflow
     import soundfile as sf
 
+    from daetalker.bundle.build import make_test_bundle
     from daetalker.registry.log_model import log_bundle
 
     b = Path(make_test_bundle(tmp_path / "bundle"))

@@ -237,7 +237,7 @@ def test_audit_log_chain_detects_edits_inserts_and_deletions(tmp_path: Path) -> 
 def training_run(tmp: Path, metrics: dict[str, float], seed: int, eval_metrics: dict[str, float] | None = None) -> str:
     """What a pipeline's training run leaves: a bundle artifact, metrics, lineage tags (config + data)."""
     from daetalker.config import load_config
-    from daetalker.registry.bundle import write_bundle
+    from daetalker.bundle import write_bundle
     from daetalker.tracking import start_run
     from test_registry_bundle import model_files
 
@@ -284,6 +284,18 @@ def test_registration_records_lineage_and_is_idempotent(client: MlflowClient, tm
         register_model(bare.info.run_id, "lineage")
     with pytest.raises(RegistryError, match="speaker"):
         register_model(run_id, "Bad Name!")
+
+
+def test_a_bundle_identical_to_a_version_is_not_registered_again(client: MlflowClient, tmp_path: Path) -> None:
+    """A retrain that gives the same bytes (same data, config, code, seed) names the version it equals."""
+    from daetalker.registry.register import DuplicateBundle
+
+    first = register_model(training_run(tmp_path / "a", BASE, seed=12), "twins", actor=ALICE)
+    second_run = training_run(tmp_path / "b", BASE, seed=12)
+    with pytest.raises(DuplicateBundle, match=f"identical to talker-twins v{first.version}") as e:
+        register_model(second_run, "twins", actor=ALICE)
+    assert e.value.version == first.version and "fix:" in str(e.value)
+    assert len(client.search_model_versions("name = 'talker-twins'")) == 1
 
 
 def test_acceptance_better_run_wins_worse_run_is_challenger_rollback_and_history(

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.config import load_config
 from daetalker.errors import CheckpointError
-from daetalker.train import checkpoint as ckpt_io
+from daetalker.models.loading import build_s2l, load_s2l
 from daetalker.train.loop import MemoryLogger
 from daetalker.train.s2l_dataset import S2LWindows, WindowSampler
-from daetalker.train.s2l_trainer import _loss, build_s2l, load_s2l, train_s2l
+from daetalker.train.s2l_trainer import _loss, train_s2l
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 

@@ -28,7 +28,7 @@ from daetalker.evaluate.syncnet import (
     mfcc_windows,
 )
 from daetalker.evaluate.syncnet_train import REPORT, train_syncnet
-from daetalker.train.checkpoint import file_sha256
+from daetalker.checkpoint import file_sha256
 from daetalker.train.loop import MemoryLogger
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost

@@ -204,6 +204,15 @@ def test_cli_writes_a_corpus(tmp_path):
         n = int(v["nb_frames"])
         assert abs(n - round(len(wav) / sr * 25)) <= 1
         assert len(pd.read_parquet(out / entry["labels"])) == n == entry["frames"]
+    # the same arguments again: every file hashes as recorded, so nothing is rewritten
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    # a damaged clip is noticed: the corpus is written again, byte-identical to the first
+    first = (out / manifest["clips"][0]["video"]).read_bytes()
+    (out / manifest["clips"][0]["video"]).write_bytes(first[:100])
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert (out / manifest["clips"][0]["video"]).read_bytes() == first
     # a rerun with fewer clips leaves no stale clip behind
     res = CliRunner().invoke(app, args[:4] + ["0.01"] + args[5:])
     assert res.exit_code == 0, res.output

@@ -179,14 +179,17 @@ def test_cli_exit_code_follows_the_verdict(good, tmp_path):
 def test_the_report_is_logged_to_mlflow(good, cfg, mlflow_server):
     import mlflow
 
-    result = validate_dataset(good, cfg, log_mlflow=True)
+    from daetalker.stages import data as stages
+    from daetalker.stages.run import StageRun
+
+    result = stages.validate(StageRun("data"), good, load_config("tiny", None, ["preprocess.min_usable_minutes=0.05"]))
     client = mlflow.MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("data")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
     run = runs[0]
     assert run.info.run_name == "validate" and run.data.tags["validation_success"] == "true"
     assert run.data.metrics["clips"] == 3 and run.data.metrics["expectations_failed"] == 0
-    assert run.data.params["resolution"] == "64"
+    assert run.data.params["preprocess.resolution"] == "64"
     names = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
     assert names == {"validation/validation.json", "validation/validation.html"}
     assert result.success

@@ -39,12 +39,14 @@ def _git(repo: Path, *args: str) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def lineage_tags(repo_root: Path | str | None = None, data_dvc: Path | str | None = None) -> dict[str, str]:
+def lineage_tags(repo_root: Path | str | None = None, data_dvc: Path | str | None = None,
+                 repo_data: bool = True) -> dict[str, str]:
     """Tags that say exactly what a run was made from.
 
     ``git_commit`` / ``git_dirty`` describe the code (``none`` outside a git
     checkout, e.g. in a component container); ``data_hash`` is the md5 in
-    ``data_dvc`` (default ``<repo>/data.dvc``) when that file exists.
+    ``data_dvc`` (default ``<repo>/data.dvc`` when that file exists and ``repo_data``;
+    ``none`` when no DVC file says what the data was).
     """
     root = Path(repo_root or ".").resolve()
     top = _git(root, "rev-parse", "--show-toplevel")
@@ -61,7 +63,8 @@ def lineage_tags(repo_root: Path | str | None = None, data_dvc: Path | str | Non
         tags["mlflow.source.git.commit"] = commit  # shown in the MLflow UI
     # An explicit data_dvc must exist; the default one is recorded when present.
     dvc_file = Path(data_dvc) if data_dvc else Path(top or root) / "data.dvc"
-    if data_dvc or dvc_file.exists():
+    tags["data_hash"] = tags["data_dvc"] = "none"
+    if data_dvc or (repo_data and dvc_file.exists()):
         from daetalker.versioning.dvc_repo import data_hash
 
         tags["data_hash"] = data_hash(dvc_file.parent, dvc_file.name)
@@ -110,6 +113,7 @@ def start_run(
     parent_run_id: str | None = None,
     repo_root: Path | str | None = None,
     data_dvc: Path | str | None = None,
+    repo_data: bool = True,
 ) -> Iterator["mlflow.ActiveRun"]:
     """Open an MLflow run with config params, a ``config.yaml`` artifact and lineage tags.
 
@@ -123,7 +127,7 @@ def start_run(
 
     mlflow.set_tracking_uri(ensure_tracking_uri())
     mlflow.set_experiment(experiment)
-    all_tags = lineage_tags(repo_root, data_dvc)
+    all_tags = lineage_tags(repo_root, data_dvc, repo_data)
     cfg = config_dict(config)
     if cfg and hasattr(config, "hash"):
         all_tags["config_hash"] = config.hash()

@@ -6,6 +6,7 @@ Heavy libraries (torch, mlflow, kfp) are imported inside the commands so that
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -21,6 +22,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+# stdout carries each command's result (JSON, a path) for scripts; MLflow's "View run" lines would break it
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @app.callback()

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from daetalker.cli.options import ConfigOpt, ProfileOpt, SetOpt, stage_config
+from daetalker.cli.options import ConfigOpt, ExperimentOpt, MlflowOpt, ProfileOpt, SetOpt, stage_config, stage_run
 
 RootOpt = Annotated[
     Path, typer.Option("--root", help="The git + DVC repository (default: the current folder).")
@@ -29,6 +29,8 @@ def preprocess(
     overrides: SetOpt = None,
     workers: Annotated[Optional[int], typer.Option("--workers", "-j", min=1,
                                                    help="Clips processed in parallel (default: preprocess.workers).")] = None,
+    mlflow: MlflowOpt = None,
+    experiment: ExperimentOpt = "data",
 ) -> None:
     """Cut every video into fixed face crops at 25 fps with 16 kHz audio, log-mel, pose and mouth labels.
 
@@ -37,14 +39,13 @@ def preprocess(
     """
     from rich.console import Console
 
-    from daetalker.data.dataset import PER_SOURCE
-    from daetalker.data.preprocess import preprocess_dataset
-
     from daetalker import outputs
+    from daetalker.data.dataset import PER_SOURCE
+    from daetalker.stages import data as stages
 
     outputs.require_dir_target("--out", out_dir)
     outputs.refuse_inputs("--out", out_dir, {"--in": in_dir, "--config": config})
-    cfg = stage_config(profile, config, overrides).preprocess
+    cfg = stage_config(profile, config, overrides)
     console = Console(stderr=True)
 
     def progress(rel: str, r) -> None:
@@ -53,7 +54,7 @@ def preprocess(
         console.print(f"{mark} {rel}{' (unchanged)' if r.reused else ''}{' - ' + why if why else ''}",
                       highlight=False, markup=True)
 
-    s = preprocess_dataset(in_dir, out_dir, cfg, workers=workers or cfg.workers, progress=progress)
+    s = stages.preprocess(stage_run(experiment, mlflow), in_dir, out_dir, cfg, workers=workers, progress=progress)
     rtf = s.source_seconds / s.wall_s if s.wall_s else 0.0
     typer.echo(f"{s.n_clips} clips ({s.frames} frames, {s.seconds / 60:.2f} min) in {s.manifest}; "
                f"{s.n_quarantined} quarantined in {s.quarantine}; {s.n_reused} source(s) unchanged; "
@@ -62,6 +63,7 @@ def preprocess(
                + ("" if s.split_strategy == PER_SOURCE else
                   " (too few recordings to split by source: each segment's end is held out)"))
 
+
 @app.command()
 def validate(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder written by `daetalker preprocess`.")],
@@ -69,12 +71,12 @@ def validate(
     config: ConfigOpt = None,
     overrides: SetOpt = None,
     mlflow: Annotated[bool, typer.Option("--mlflow/--no-mlflow", help="Log the report to MLflow.")] = True,
+    experiment: ExperimentOpt = "data",
 ) -> None:
     """Check the dataset with great-expectations; write validation.json/.html beside it; exit 2 if it fails."""
-    from daetalker.data.validate import validate_dataset
+    from daetalker.stages import data as stages
 
-    cfg = stage_config(profile, config, overrides).preprocess
-    result = validate_dataset(data, cfg, log_mlflow=mlflow)
+    result = stages.validate(stage_run(experiment, mlflow), data, stage_config(profile, config, overrides))
     typer.echo(f"{result.evaluated - len(result.failed)}/{result.evaluated} expectations passed on "
                f"{result.n_clips} clips ({result.usable_minutes:.2f} usable min); report {result.html_path}")
     result.raise_for_failure()

@@ -8,9 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from daetalker.cli.options import ConfigOpt, ProfileOpt, SetOpt
-from daetalker.cli.options import data_dvc_for as _data_dvc
-from daetalker.cli.options import mlflow_wanted as _mlflow_wanted
+from daetalker.cli.options import ConfigOpt, ExperimentOpt, MlflowOpt, ProfileOpt, SetOpt, echo_json, stage_config, stage_run
 
 
 def read_champion(path: Path) -> dict[str, float]:
@@ -47,11 +45,8 @@ def evaluate_cmd(
     champion_metrics: Annotated[
         Optional[Path], typer.Option("--champion-metrics", help="metrics.json of the champion, for the report.")
     ] = None,
-    mlflow: Annotated[
-        Optional[bool],
-        typer.Option("--mlflow/--no-mlflow", help="Log to MLflow; default: only when MLFLOW_TRACKING_URI is set."),
-    ] = None,
-    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = "daetalker-evaluate",
+    mlflow: MlflowOpt = None,
+    experiment: ExperimentOpt = "daetalker-evaluate",
 ) -> None:
     """Generate every clip of a split from its audio and score it against the ground truth.
 
@@ -59,24 +54,15 @@ def evaluate_cmd(
     per_clip rows, with the SyncNet hash and encoding) and OUT/report/report.html.
     """
     from daetalker import outputs
-    from daetalker.config import load_config
-    from daetalker.evaluate.evaluate import evaluate_model
+    from daetalker.registry.log_model import local_bundle
+    from daetalker.stages.evaluation import evaluate
 
     outputs.require_dir_target("--out", out)
     outputs.refuse_inputs("--out", out, {"--model": model, "--data": data, "--syncnet-weights": syncnet_weights,
                                          "--champion-metrics": champion_metrics, "--config": config})
-    cfg = load_config(profile, config, set_ or [])
+    cfg = stage_config(profile, config, set_)
     champion = read_champion(champion_metrics) if champion_metrics else None
-    kwargs = dict(syncnet_weights=syncnet_weights, cfg=cfg, split=split, steps=steps, champion_metrics=champion,
-                  max_clips=max_clips, fid_frames_per_clip=fid_frames_per_clip)
-    if _mlflow_wanted(mlflow, True):
-        from daetalker import tracking
-
-        with tracking.start_run(experiment, "evaluate", config=cfg, data_dvc=_data_dvc(data),
-                                tags={"daetalker.step": "evaluate", "model": model, "data_dir": str(data)}):
-            result = evaluate_model(model, data, out, **kwargs)
-    else:
-        result = evaluate_model(model, data, out, **kwargs)
-    flat = {k: v for k, v in result.metrics.items() if not isinstance(v, (dict, list))}
-    typer.echo(json.dumps({**flat, "metrics": str(result.metrics_path), "report": str(result.report_path)},
-                          indent=2))
+    with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
+        echo_json(evaluate(stage_run(experiment, mlflow), bundle, data, out, cfg, syncnet_weights=syncnet_weights,
+                           champion_metrics=champion, split=split, steps=steps, max_clips=max_clips,
+                           fid_frames_per_clip=fid_frames_per_clip, source=model))

@@ -33,13 +33,14 @@ def generate_cmd(
     """Render a talking-face video of AUDIO with a trained talker (one shared x_T, batched DDIM)."""
     from daetalker import outputs
     from daetalker.generate.video import generate_video
+    from daetalker.registry.log_model import local_bundle
 
     outputs.require_file_target("--out", out, (".mp4",))
     outputs.refuse_inputs("--out", out, {"--audio": audio, "--model": model})
 
-    r = generate_video(model, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
-                       chunk_seconds=chunk_seconds, video_size=size, crf=crf,
-                       device=device)  # fmt: skip
+    with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
+        r = generate_video(bundle, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
+                           chunk_seconds=chunk_seconds, video_size=size, crf=crf, device=device)  # fmt: skip
     typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                            "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
 

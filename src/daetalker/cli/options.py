@@ -29,6 +29,13 @@ def stage_config(profile: str, config: Optional[Path], overrides: Optional[list[
     return load_config(profile, config, overrides or [])
 
 
+MlflowOpt = Annotated[
+    Optional[bool],
+    typer.Option("--mlflow/--no-mlflow", help="Log to MLflow; default: only when MLFLOW_TRACKING_URI is set."),
+]
+ExperimentOpt = Annotated[str, typer.Option("--experiment", help="MLflow experiment.")]
+
+
 def mlflow_wanted(flag: Optional[bool], cfg_flag: bool) -> bool:
     """--mlflow/--no-mlflow wins; by default log only when a tracking URI is configured."""
     if flag is not None:
@@ -36,7 +43,15 @@ def mlflow_wanted(flag: Optional[bool], cfg_flag: bool) -> bool:
     return cfg_flag and bool(os.environ.get("MLFLOW_TRACKING_URI"))
 
 
-def data_dvc_for(data: Path) -> Path | None:
-    """The .dvc file that versions ``data`` (``<data>.dvc`` beside it), for the lineage tags."""
-    candidate = data.resolve().with_name(data.resolve().name + ".dvc")
-    return candidate if candidate.is_file() else None
+def stage_run(experiment: str, flag: Optional[bool], cfg_flag: bool = True):
+    """The :class:`~daetalker.stages.run.StageRun` of a command: its experiment, MLflow on or off."""
+    from daetalker.stages.run import StageRun
+
+    return StageRun(experiment, runner="cli", mlflow=mlflow_wanted(flag, cfg_flag))
+
+
+def echo_json(result: dict) -> None:
+    """A stage's result on stdout, for people and scripts (``| jq``)."""
+    import json
+
+    typer.echo(json.dumps(result, indent=2, default=str))

@@ -32,21 +32,28 @@ def run(
     out: Annotated[Path, typer.Option(help="Folder for the local pipeline root and outputs.")] = Path("demo-out"),
     profile: Annotated[str, typer.Option("--profile", "-p", help="tiny, base128 or paper256.")] = "tiny",
     speaker: Annotated[str, typer.Option(help="Speaker name (registered model talker-<speaker>).")] = "synthetic",
-    minutes: Annotated[float, typer.Option(min=0.05, max=600.0, help="Minutes of synthetic speech to generate.")] = 2.0,
+    minutes: Annotated[float, typer.Option(min=0.01, max=600.0, help="Minutes of synthetic speech to generate.")] = 2.0,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic speaker.")] = 0,
     workspace: Annotated[Optional[Path], typer.Option(help="DVC repo holding data/ (default: this git checkout).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override KEY=VALUE (repeatable).")] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Run with kfp.local (the only runner here).")] = True,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve a step whose inputs (data, config, code, "
+                                        "upstream outputs) match an earlier run's from the cache.")] = True,
 ) -> None:
-    """Run train-speaker end to end on this machine, logging every step to MLflow."""
+    """Run train-speaker end to end on this machine, logging every step to MLflow.
+
+    One line per step (status, seconds, its log file under OUT/logs); steps whose inputs did
+    not change since an earlier run are reused (--no-cache runs everything).
+    """
     from rich.console import Console
 
     from pipelines.local import run_local
 
     result = run_local(out, speaker=speaker, profile=profile, overrides=set_ or [],
-                       workspace=workspace, synth_minutes=minutes, synth_seed=seed)
+                       workspace=workspace, synth_minutes=minutes, synth_seed=seed, enable_caching=cache)
     c = Console()
-    c.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f} s")
+    done = ", ".join(f"{n} {status}" for status, n in result.steps.items())
+    c.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f} s ({done})")
     c.print(f"MLflow: {result.tracking_uri}  (parent run {result.run_id})")
     for k, v in result.outputs.items():
         c.print(f"  {k}: {v}")

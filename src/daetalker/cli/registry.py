@@ -123,7 +123,7 @@ def verify_cmd(
     """Download a version and check every bundled file against its registered hashes."""
     import tempfile
 
-    from daetalker.registry.bundle import read_manifest
+    from daetalker.bundle import read_manifest
     from daetalker.registry.log_model import fetch_bundle
     from daetalker.registry.names import model_name
 

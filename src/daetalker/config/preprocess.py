@@ -5,20 +5,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daetalker.timebase import FPS, SAMPLE_RATE
 
-@dataclass
-class PreprocessConfig:
-    # --- output ---
-    resolution: int = 256  # side of the square face crop written for training
-    fps: int = 25  # output video rate; frame i covers audio [640 i, 640 (i+1))
-    sample_rate: int = 16000
-    # --- audio features ---
+
+@dataclass(frozen=True)
+class LogMelParams:
+    """The log-mel speech features (one home for their defaults: the config, the extractor and
+    ``features.log_mel`` all start from these)."""
+
+    sample_rate: int = SAMPLE_RATE
     n_mels: int = 80
     win_ms: float = 25.0
     hop_ms: float = 10.0  # 4 mel frames per video frame at 25 fps
     n_fft: int = 512
     fmin: float = 55.0
     fmax: float = 7600.0
+
+
+LOG_MEL = LogMelParams()
+
+
+@dataclass
+class PreprocessConfig:
+    # --- output ---
+    resolution: int = 256  # side of the square face crop written for training
+    fps: int = FPS  # output video rate; frame i covers audio [640 i, 640 (i+1))
+    sample_rate: int = SAMPLE_RATE
+    # --- audio features ---
+    n_mels: int = LOG_MEL.n_mels
+    win_ms: float = LOG_MEL.win_ms
+    hop_ms: float = LOG_MEL.hop_ms
+    n_fft: int = LOG_MEL.n_fft
+    fmin: float = LOG_MEL.fmin
+    fmax: float = LOG_MEL.fmax
     target_lufs: float = -23.0  # loudness target (gated RMS level, no K-weighting)
     max_gain_db: float = 30.0  # quiet clips are raised at most this much
     silence_dbfs: float = -50.0  # clips whose gated level is below are flagged silent

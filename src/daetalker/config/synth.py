@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from daetalker.timebase import FPS, SAMPLE_RATE
+
 
 @dataclass
 class SynthConfig:
     size: int = 256  # frame side in px (square video)
-    fps: int = 25
-    sample_rate: int = 16000  # wav written beside each clip
+    fps: int = FPS
+    sample_rate: int = SAMPLE_RATE  # wav written beside each clip
     clip_seconds: float = 8.0  # target length of one clip; sentences are added until reached
     voice: str = "en-us"  # espeak-ng voice
     rate_wpm: tuple[int, int] = (140, 190)  # espeak speaking rate, drawn per sentence
@@ -32,7 +34,7 @@ class SynthConfig:
             raise ValueError(f"size must be an even number >= 32, got {self.size}")
         if self.fps != 25:
             raise ValueError("fps must be 25 (the DAE-Talker frame rate)")
-        if self.sample_rate != 16000:
+        if self.sample_rate != SAMPLE_RATE:
             raise ValueError("sample_rate must be 16000 (the features expect 16 kHz)")
         for name in ("rate_wpm", "pitch", "words_per_sentence", "pause_seconds", "edge_silence_seconds"):
             lo, hi = getattr(self, name)

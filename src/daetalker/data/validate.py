@@ -261,7 +261,7 @@ def _json_safe(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------ entry point
-def validate_dataset(data_dir: Path, cfg: PreprocessConfig, log_mlflow: bool = False) -> ValidationResult:
+def validate_dataset(data_dir: Path, cfg: PreprocessConfig) -> ValidationResult:
     """Validate ``data_dir``; write validation.json / validation.html beside it.
 
     ``cfg`` is the preprocess section (a whole :class:`~daetalker.config.Config`
@@ -292,8 +292,6 @@ def validate_dataset(data_dir: Path, cfg: PreprocessConfig, log_mlflow: bool = F
     ds.write_text(render_html(summary, data_dir), html_path)
     result = ValidationResult(not failed, failed, sum(len(s["results"]) for s in (m_res, f_res)), json_path,
                               html_path, int(len(clips)), usable)
-    if log_mlflow:
-        log_to_mlflow(result, cfg, data_dir)
     return result
 
 
@@ -319,22 +317,6 @@ def _quarantine_count(data_dir: Path) -> int:
 
     p = Path(data_dir) / ds.QUARANTINE
     return int(pd.read_parquet(p)["source"].nunique()) if p.is_file() else 0
-
-
-def log_to_mlflow(result: ValidationResult, cfg: PreprocessConfig, data_dir: Path) -> None:
-    """A ``validate`` run in the ``data`` experiment: the report files, metrics and lineage."""
-    import mlflow
-
-    from daetalker.tracking import log_file, start_run
-
-    dvc_file = Path(str(Path(data_dir).resolve()) + ".dvc")
-    with start_run("data", run_name="validate", config=cfg, tags={"data_dir": str(Path(data_dir).resolve()),
-                   "validation_success": str(result.success).lower()},
-                   data_dvc=dvc_file if dvc_file.exists() else None):
-        mlflow.log_metrics({"clips": result.n_clips, "usable_minutes": result.usable_minutes,
-                            "expectations_failed": len(result.failed), "validation_success": float(result.success)})
-        log_file(result.json_path, "validation")
-        log_file(result.html_path, "validation")
 
 
 # ------------------------------------------------------------------ report

@@ -1,7 +1,7 @@
 """Evaluate a talker on a dataset split (method.md section 6): generated rows beside a ground-truth ceiling.
 
-For every clip of the split the talker renders the clip's own audio
-(``generate_video``, H.264 as ``generate`` writes it); the mp4 is decoded back
+For every clip of the split the talker (loaded once) renders the clip's own audio
+(``render_video``, H.264 as ``generate`` writes it); the mp4 is decoded back
 at 25 fps and scaled to the dataset's crop resolution, so generated and real
 frames are scored at the same crop and size. Each metric is computed twice:
 
@@ -34,14 +34,17 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from daetalker.errors import DaetalkerError
 from daetalker.outputs import write_text
+from daetalker.timebase import FPS
 
-FPS = 25
+if TYPE_CHECKING:
+    from daetalker.generate.model import Talker
+
 REFINE_BELOW = 0.2  # as data.preprocess: refine detections smaller than this fraction of the frame
 METRICS_FILE = "metrics.json"
 GT_NOTE = ("ground truth = the dataset's frames.npy + audio.wav + labels (uncompressed crops); its FID is the first "
@@ -237,25 +240,48 @@ def aggregate(lse_results: list, rows: list[dict[str, Any]], fid_value: float | 
 
 
 # ------------------------------------------------------------------ the whole evaluation
-def evaluate_model(model: str | Path, data_dir: Path, out_dir: Path, *, syncnet_weights: Path, cfg,
+def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *, syncnet_weights: Path, cfg,
                    split: str = "test", steps: int | None = None, champion_metrics: dict | None = None,
                    max_clips: int | None = None, fid_frames_per_clip: int | None = None, seed: int = 0,
-                   progress: bool = False) -> EvalResult:
+                   progress: bool = False, source: str | None = None) -> EvalResult:
     """Generate every clip of ``split`` from its audio, score generated vs ground truth, write metrics + report.
 
-    ``cfg`` is the run's Config (``cfg.preprocess``: the labelling settings). Logs metrics
-    and the report folder to the active MLflow run, if any.
+    ``model``: a bundle folder (verified, loaded once for all clips) or a loaded
+    ``generate.model.Talker``; a registered ``models:/`` URI is the caller's to fetch
+    (``registry.log_model.local_bundle``). ``source``: the model's name in metrics.json
+    (default: the folder, or the talker's ``source``). ``cfg`` is the run's Config
+    (``cfg.preprocess``: the labelling settings). Logs metrics and the report folder
+    to the active MLflow run, if any.
     """
-    from daetalker.data import dataset as ds
-    from daetalker.evaluate.fid import InceptionFeatures, fid_from_features
-    from daetalker.evaluate.lse import lse
-    from daetalker.evaluate.report import ClipTrace, write_report
+    from daetalker.evaluate.fid import InceptionFeatures
+    from daetalker.evaluate.report import write_report
     from daetalker.evaluate.syncnet import load_syncnet
-    from daetalker.evaluate.syncnet_train import read_clip_audio
-    from daetalker.generate.video import generate_video
-    from daetalker.train.frames_dataset import read_manifest
+    from daetalker.generate.model import Talker, load_bundle
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    rows = _split_rows(data_dir, split, max_clips)
+    syncnet = load_syncnet(Path(syncnet_weights))
+    talker = model if isinstance(model, Talker) else load_bundle(model, source=source or str(model))
+    scorer = _ClipScorer(talker, syncnet, FrameLabeller(cfg.preprocess), InceptionFeatures(), steps=steps, seed=seed,
+                         fid_cap=fid_frames_per_clip, progress=progress)  # fmt: skip
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    tally = _Tally()
+    for row in rows:
+        scorer.score(tally, data_dir, row, out_dir / "videos")
+    metrics = _final_metrics(tally, syncnet.weights_sha256, split=split, model=source or talker.source, steps=steps,
+                             champion=champion_metrics)  # fmt: skip
+    metrics_path = out_dir / METRICS_FILE
+    write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
+    report_path = write_report(metrics, tally.traces, out_dir / "report")
+    _log_mlflow(metrics, metrics_path, report_path.parent)
+    return EvalResult(metrics, metrics_path, report_path)
+
+
+def _split_rows(data_dir: Path, split: str, max_clips: int | None) -> list[dict[str, Any]]:
+    """The manifest rows of ``split`` by clip id (the first ``max_clips``); an error naming the splits there are."""
+    from daetalker.data import dataset as ds
+    from daetalker.train.frames_dataset import read_manifest
+
     manifest = read_manifest(data_dir)  # names the folder and the fix when it is not a dataset
     rows_df = manifest[manifest["split"] == split].sort_values("clip_id")
     if max_clips is not None:
@@ -263,57 +289,89 @@ def evaluate_model(model: str | Path, data_dir: Path, out_dir: Path, *, syncnet_
     if rows_df.empty:
         raise DaetalkerError(f"{data_dir / ds.MANIFEST}: no clips in split {split!r} "
                              f"(splits present: {sorted(manifest['split'].unique())})")
-    syncnet = load_syncnet(Path(syncnet_weights))
-    labeller = FrameLabeller(cfg.preprocess)
-    inception = InceptionFeatures()
-    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
-    gen_lse, gt_lse, gen_rows, gt_rows, traces = [], [], [], [], []
-    gen_feats, gt_first, gt_second = [], [], []
-    encoding: dict[str, Any] = {}
-    for row in rows_df.to_dict("records"):
+    return rows_df.to_dict("records")
+
+
+@dataclass
+class _Tally:
+    """What the clips of an evaluation add up to: LSE results, metric rows, FID features, report traces."""
+
+    gen_lse: list = field(default_factory=list)
+    gt_lse: list = field(default_factory=list)
+    gen_rows: list[dict[str, Any]] = field(default_factory=list)
+    gt_rows: list[dict[str, Any]] = field(default_factory=list)
+    traces: list = field(default_factory=list)
+    gen_feats: list[np.ndarray] = field(default_factory=list)
+    gt_first: list[np.ndarray] = field(default_factory=list)  # FID features of each clip's first half
+    gt_second: list[np.ndarray] = field(default_factory=list)
+    encoding: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _ClipScorer:
+    """Renders one clip from its own audio with the loaded talker and scores it beside its ground truth."""
+
+    talker: Talker
+    syncnet: Any
+    labeller: FrameLabeller
+    inception: Any  # evaluate.fid.InceptionFeatures
+    steps: int | None
+    seed: int
+    fid_cap: int | None
+    progress: bool
+
+    def score(self, tally: _Tally, data_dir: Path, row: dict[str, Any], videos: Path) -> None:
+        from daetalker.data import dataset as ds
+        from daetalker.evaluate.lse import lse
+        from daetalker.evaluate.report import ClipTrace
+        from daetalker.evaluate.syncnet_train import read_clip_audio
+        from daetalker.generate.video import render_video
+
         cid = row["clip_id"]
         audio_path = ds.clip_dir(data_dir, cid) / "audio.wav"
         audio = read_clip_audio(audio_path)
         audio_f = audio.astype(np.float32) / 32768.0
         gt = ground_truth_measure(data_dir, cid)
-        video = out_dir / "videos" / f"{cid}.mp4"
-        generate_video(model, audio_path, video, steps=steps, seed=seed, progress=progress)
-        encoding = encoding_settings(video)
-        gen = labeller(decode_video(video, gt.frames.shape[1], len(gt.frames)), row)
-        r_gen, r_gt = lse(gen.frames, audio, syncnet), lse(gt.frames, audio, syncnet)
-        gen_lse.append(r_gen)
-        gt_lse.append(r_gt)
-        gen_feats.append(inception(fid_frames(gen.frames, fid_frames_per_clip)))
+        video = videos / f"{cid}.mp4"
+        render_video(self.talker, audio_path, video, steps=self.steps, seed=self.seed, progress=self.progress)
+        tally.encoding = encoding_settings(video)
+        gen = self.labeller(decode_video(video, gt.frames.shape[1], len(gt.frames)), row)
+        r_gen, r_gt = lse(gen.frames, audio, self.syncnet), lse(gt.frames, audio, self.syncnet)
+        tally.gen_lse.append(r_gen)
+        tally.gt_lse.append(r_gt)
+        tally.gen_feats.append(self.inception(fid_frames(gen.frames, self.fid_cap)))
         half = len(gt.frames) // 2
-        gt_first.append(inception(fid_frames(gt.frames[:half], fid_frames_per_clip)))
-        gt_second.append(inception(fid_frames(gt.frames[half:], fid_frames_per_clip)))
-        g = {"clip_id": cid, "n_frames": len(gen.frames), **r_gen.as_dict(), **pose_scores(gen.pose, audio_f),
-             **versus_ground_truth(gen, gt), "face_found_rate": float(gen.found.mean())}
-        t = {"clip_id": cid, "n_frames": len(gt.frames), **r_gt.as_dict(), **pose_scores(gt.pose, audio_f),
-             "face_found_rate": float(gt.found.mean())}
-        gen_rows.append(g)
-        gt_rows.append(t)
-        traces.append(ClipTrace(cid, gen.pose, gt.pose, r_gen.dists, r_gt.dists, r_gen.offsets, video, audio_path,
-                                gt.frames))
-    gt_all = np.concatenate(gt_first + gt_second)
-    metrics = aggregate(gen_lse, gen_rows, fid_from_features(gt_all, np.concatenate(gen_feats)))
-    ground = aggregate(gt_lse, gt_rows, fid_from_features(np.concatenate(gt_first), np.concatenate(gt_second)))
+        tally.gt_first.append(self.inception(fid_frames(gt.frames[:half], self.fid_cap)))
+        tally.gt_second.append(self.inception(fid_frames(gt.frames[half:], self.fid_cap)))
+        tally.gen_rows.append({"clip_id": cid, "n_frames": len(gen.frames), **r_gen.as_dict(),
+                               **pose_scores(gen.pose, audio_f), **versus_ground_truth(gen, gt),
+                               "face_found_rate": float(gen.found.mean())})  # fmt: skip
+        tally.gt_rows.append({"clip_id": cid, "n_frames": len(gt.frames), **r_gt.as_dict(),
+                              **pose_scores(gt.pose, audio_f), "face_found_rate": float(gt.found.mean())})
+        tally.traces.append(ClipTrace(cid, gen.pose, gt.pose, r_gen.dists, r_gt.dists, r_gen.offsets, video, audio_path,
+                                      gt.frames))  # fmt: skip
+
+
+def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str, steps: int | None,
+                   champion: dict | None) -> dict[str, Any]:
+    """metrics.json: the generated means, the ground-truth ceiling, the settings, a row per clip (JSON-safe)."""
+    from daetalker.evaluate.fid import fid_from_features
+
+    gt_all = np.concatenate(tally.gt_first + tally.gt_second)
+    metrics = aggregate(tally.gen_lse, tally.gen_rows, fid_from_features(gt_all, np.concatenate(tally.gen_feats)))
+    ground = aggregate(tally.gt_lse, tally.gt_rows,
+                       fid_from_features(np.concatenate(tally.gt_first), np.concatenate(tally.gt_second)))
     for k in ("pose_mae", "m_lmd", "mouth_pearson"):
         ground[k] = None
     metrics.update(
-        syncnet_sha256=syncnet.weights_sha256, encoding=encoding, split=split, clips=len(gen_rows),
-        model=str(model), steps=steps, fid_frames=int(len(np.concatenate(gen_feats))),
+        syncnet_sha256=syncnet_sha256, encoding=tally.encoding, split=split, clips=len(tally.gen_rows),
+        model=model, steps=steps, fid_frames=int(len(np.concatenate(tally.gen_feats))),
         fid_real_frames=int(len(gt_all)), ground_truth=ground, ground_truth_note=GT_NOTE,
-        champion=champion_metrics or None,
+        champion=champion or None,
         per_clip=[{"clip_id": g["clip_id"], "generated": _clean(g), "ground_truth": _clean(t)}
-                  for g, t in zip(gen_rows, gt_rows)],
+                  for g, t in zip(tally.gen_rows, tally.gt_rows)],
     )
-    metrics = _clean(metrics)
-    metrics_path = out_dir / METRICS_FILE
-    write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
-    report_path = write_report(metrics, traces, out_dir / "report")
-    _log_mlflow(metrics, metrics_path, report_path.parent)
-    return EvalResult(metrics, metrics_path, report_path)
+    return _clean(metrics)
 
 
 def _clean(obj: Any) -> Any:

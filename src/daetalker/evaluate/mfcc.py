@@ -19,9 +19,7 @@ import math
 import numpy as np
 from scipy.fft import dct
 
-SAMPLE_RATE = 16000
-FPS = 25
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640: video frame i covers audio [640 i, 640 (i + 1))
+from daetalker.timebase import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME  # noqa: F401 (the protocol's timebase)
 MFCC_PER_FRAME = 4  # 100 Hz MFCC / 25 fps video
 N_MFCC = 13
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from daetalker.config.preprocess import PreprocessConfig
+from daetalker.config.preprocess import LOG_MEL, PreprocessConfig
 from daetalker.config.s2l import S2LConfig
 from daetalker.errors import AssetError, ConfigError
 from daetalker.features.log_mel import log_mel
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_VIDEO_FRAME = 640  # 16 kHz / 25 fps
+from daetalker.timebase import SAMPLE_RATE
+from daetalker.timebase import SAMPLES_PER_FRAME as SAMPLES_PER_VIDEO_FRAME
 
 
 @runtime_checkable
@@ -42,16 +42,16 @@ class LogMelExtractor:
     def __init__(
         self,
         *,
-        sample_rate: int = SAMPLE_RATE,
-        n_mels: int = 80,
-        win_ms: float = 25.0,
-        hop_ms: float = 10.0,
-        n_fft: int = 512,
-        fmin: float = 55.0,
-        fmax: float = 7600.0,
+        sample_rate: int = LOG_MEL.sample_rate,
+        n_mels: int = LOG_MEL.n_mels,
+        win_ms: float = LOG_MEL.win_ms,
+        hop_ms: float = LOG_MEL.hop_ms,
+        n_fft: int = LOG_MEL.n_fft,
+        fmin: float = LOG_MEL.fmin,
+        fmax: float = LOG_MEL.fmax,
     ) -> None:
         hop = sample_rate * hop_ms / 1000
-        per_video = sample_rate / 25 / hop
+        per_video = SAMPLES_PER_VIDEO_FRAME / hop
         assert per_video == int(per_video), f"hop_ms={hop_ms} must split a 25 fps frame into whole hops"
         self.frames_per_video_frame = int(per_video)
         self.dim = n_mels

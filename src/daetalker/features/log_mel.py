@@ -21,6 +21,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from daetalker.config.preprocess import LOG_MEL
+
 LOG_FLOOR = 1e-5
 
 _F_SP = 200.0 / 3  # Hz per mel below 1 kHz
@@ -76,13 +78,13 @@ def magnitude_spectrogram(
 def log_mel(
     wav: np.ndarray | torch.Tensor,
     *,
-    sample_rate: int = 16000,
-    n_mels: int = 80,
-    win_ms: float = 25.0,
-    hop_ms: float = 10.0,
-    n_fft: int = 512,
-    fmin: float = 55.0,
-    fmax: float = 7600.0,
+    sample_rate: int = LOG_MEL.sample_rate,
+    n_mels: int = LOG_MEL.n_mels,
+    win_ms: float = LOG_MEL.win_ms,
+    hop_ms: float = LOG_MEL.hop_ms,
+    n_fft: int = LOG_MEL.n_fft,
+    fmin: float = LOG_MEL.fmin,
+    fmax: float = LOG_MEL.fmax,
 ) -> np.ndarray:
     """Mono waveform (L,) in [-1, 1] (int16 is scaled) -> log-mel (L // hop, n_mels) float32."""
     wav = torch.as_tensor(wav.numpy() if isinstance(wav, torch.Tensor) else wav)

@@ -1,31 +1,28 @@
-"""The talker a generation runs: a verified bundle folder or a registered ``models:/NAME@ALIAS``.
+"""The talker a generation runs, loaded from a verified bundle folder.
 
-Also writes bundles: :func:`bundle_from_training` (``daetalker bundle``: DAE and
-s2l checkpoints + latent statistics) and :func:`make_test_bundle` (tiny random
-weights, for tests and speed benchmarks).
+A registered model (``models:/NAME@ALIAS``) is the caller's to resolve into a
+folder first (``daetalker.registry.log_model.local_bundle``; the CLI does it):
+generation does not read the registry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from daetalker.config import Config, load_config
+from daetalker import bundle as bundle_io
+from daetalker.config import Config
 from daetalker.config.base import from_dict, load_yaml
 from daetalker.config.dae import DAEConfig
 from daetalker.errors import DaetalkerError
-from daetalker.features import LogMelExtractor
 from daetalker.models import DiffusionAutoencoder
+from daetalker.models.device import pick_device
+from daetalker.models.latent_stats import load_latent_stats, load_reference_frame
+from daetalker.models.loading import load_dae, load_s2l
 from daetalker.models.speech2latent import Speech2Latent
-from daetalker.registry import bundle as bundle_io
-from daetalker.train import checkpoint as ckpt_io
-from daetalker.train.dae_trainer import load_dae
-from daetalker.train.latents import load_latent_stats, load_reference_frame
-from daetalker.train.s2l_trainer import build_s2l, load_s2l
 
 
 @dataclass
@@ -40,13 +37,13 @@ class Talker:
     reference_frame: np.ndarray | None = None  # uint8 (R, R, 3): the frame whose x_T videos start from
 
 
-def resolve_bundle(source: str | Path, work_dir: Path) -> Path:
-    """A local bundle folder (verified) for a folder path or a ``models:/NAME@ALIAS`` URI."""
+def bundle_folder(source: str | Path) -> Path:
+    """``source`` as a verified bundle folder; a clear error for a ``models:/`` URI or a missing folder."""
     text = str(source)
     if text.startswith("models:/"):
-        from daetalker.registry.log_model import fetch_bundle
-
-        return fetch_bundle(text, work_dir / "model")
+        raise DaetalkerError(f"--model {text}: a registered model must be fetched into a folder first (fix: "
+                             "daetalker.registry.log_model.local_bundle(uri), as `daetalker generate --model "
+                             "models:/NAME@ALIAS` does)")  # fmt: skip
     path = Path(text)
     if not path.is_dir():
         raise DaetalkerError(f"--model {path}: no such bundle folder (fix: pass a folder written by "
@@ -56,6 +53,7 @@ def resolve_bundle(source: str | Path, work_dir: Path) -> Path:
 
 
 def load_talker(bundle_dir: Path, device: torch.device, source: str = "") -> Talker:
+    """The networks, statistics and config of a bundle folder on ``device`` (not verified: see :func:`load_bundle`)."""
     bundle_dir = Path(bundle_dir)
     dae, dae_cfg = load_dae(bundle_dir / bundle_io.DAE, device)
     s2l, _, dims = load_s2l(bundle_dir / bundle_io.S2L, device)
@@ -69,59 +67,7 @@ def load_talker(bundle_dir: Path, device: torch.device, source: str = "") -> Tal
                   load_reference_frame(bundle_dir))
 
 
-def bundle_from_training(dae_ckpt: Path, s2l_ckpt: Path, latents_dir: Path, out: Path,
-                         meta: dict[str, Any] | None = None) -> Path:
-    """Write a registry bundle from a DAE checkpoint, an s2l checkpoint and extract-latents' folder."""
-    state = ckpt_io.load_checkpoint(Path(s2l_ckpt))
-    if "s2l_config" not in state:
-        raise DaetalkerError(f"{s2l_ckpt}: not a speech2latent checkpoint (fix: pass OUT/checkpoints/latest.pt of "
-                             "`daetalker train-s2l`)")  # fmt: skip
-    stats = Path(latents_dir) / "latent_stats.npz"
-    meta = {"s2l_step": state["step"], "dae_checkpoint_sha256": ckpt_io.verify(Path(dae_ckpt))["sha256"], **(meta or {})}
-    return bundle_io.write_bundle(out, dae=dae_ckpt, s2l=s2l_ckpt, latent_stats=stats, config=state["config"], meta=meta)
-
-
-TEST_OVERRIDES = (
-    "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]", "dae.enc_channel_mult=[1,2]",
-    "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]", "dae.embed_dim=32",
-    "dae.latent_dim=16", "dae.sample_steps=4", "dae.bf16=false",
-    "s2l.d_model=32", "s2l.heads=2", "s2l.ffn_dim=32", "s2l.conv_kernel=3", "s2l.blocks_before=1",
-    "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
-    "s2l.bf16=false",
-)
-
-
-@torch.no_grad()
-def fill_zero_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Random weights for zero-initialised layers (UNet out convs): else z would not change a random model's output."""
-    for p in model.parameters():
-        if p.ndim > 1 and not p.any():
-            p.normal_(0.0, std)
-    return model
-
-
-def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny", overrides: tuple[str, ...] | None = None,
-                     seed: int = 0) -> Path:
-    """A loadable bundle with random weights: a micro DAE (16 px) and s2l by default, or any profile's sizes."""
-    import tempfile
-
-    cfg = load_config(profile, None, TEST_OVERRIDES if overrides is None else overrides)
-    torch.manual_seed(seed)
-    dae = fill_zero_init(DiffusionAutoencoder.from_config(cfg.dae))
-    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame
-    dims = {"feature_dim": cfg.preprocess.n_mels, "frames_per_video_frame": k, "latent_dim": cfg.dae.latent_dim}
-    s2l = build_s2l(cfg.s2l, dims)
-    s2l.set_stats(feature_mean=torch.full((dims["feature_dim"],), -6.0), feature_std=torch.full((dims["feature_dim"],), 3.0),
-                  pose_std=torch.full((3,), 5.0))  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        dae_path = ckpt_io.save_checkpoint({"step": 0, "ema": {"model": dae.state_dict()},
-                                            "dae_config": cfg.to_dict()["dae"]}, tmp / "dae", 0)  # fmt: skip
-        s2l_path = ckpt_io.save_checkpoint({"step": 0, "model": s2l.state_dict(), "dims": dims, "config": cfg.to_dict(),
-                                            "s2l_config": cfg.to_dict()["s2l"]}, tmp / "s2l", 0)  # fmt: skip
-        (tmp / "lat").mkdir()
-        size = cfg.preprocess.resolution
-        reference = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
-        np.savez(tmp / "lat" / "latent_stats.npz", mean=np.zeros(dims["latent_dim"], np.float32),
-                 std=np.ones(dims["latent_dim"], np.float32), reference_frame=reference)  # fmt: skip
-        return bundle_from_training(dae_path, s2l_path, tmp / "lat", Path(out_dir), meta={"test_bundle": "random"})
+def load_bundle(bundle_dir: str | Path, device: str | torch.device | None = None, source: str = "") -> Talker:
+    """Verify a bundle folder and load its talker (``device``: default CUDA if there is one; ``source``: its name)."""
+    dev = device if isinstance(device, torch.device) else pick_device(0, device)
+    return load_talker(bundle_folder(bundle_dir), dev, source or str(bundle_dir))

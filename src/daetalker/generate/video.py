@@ -37,7 +37,7 @@ import os
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -51,17 +51,16 @@ from daetalker.diffusion.ddim import EpsModel
 from daetalker import outputs
 from daetalker.errors import DaetalkerError
 from daetalker.generate.audio_io import prepare_audio
-from daetalker.generate.model import load_talker, make_test_bundle, resolve_bundle
+from daetalker.generate.model import Talker, load_bundle
 from daetalker.generate.pose import resolve_pose
 from daetalker.models import DiffusionAutoencoder
+from daetalker.models.device import autocast
+from daetalker.models.images import to_model_range, to_uint8
 from daetalker.models.speech2latent import Speech2Latent
-from daetalker.train.distributed import pick_device
-from daetalker.train.frames_dataset import to_model_range, to_uint8
-from daetalker.train.loop import autocast
+from daetalker.timebase import FPS
 
-__all__ = ["GenerationResult", "decode_latents", "generate_video", "make_test_bundle", "predict_latents",
-           "reference_noise", "shared_noise"]  # fmt: skip
-FPS = 25
+__all__ = ["GenerationResult", "decode_latents", "generate_video", "predict_latents", "reference_noise",
+           "render_video", "shared_noise"]  # fmt: skip
 VIDEO_SIZE = 256  # px of the written video unless the DAE is larger
 CRF = 10  # x264 constant rate factor: near-lossless (18 is the usual "visually lossless" for real video)
 NOISE_MODES = ("reference", "random")
@@ -183,6 +182,21 @@ class _Mp4Writer:
         self.log.close()
 
 
+def _check_options(out: Path, audio: str | Path, *, noise: str, batch_size: int, chunk_seconds: float,
+                   context_seconds: float, video_size: int | None, crf: int) -> None:
+    """Refuse bad options and an ``out`` that is not a new .mp4 apart from the inputs, before any work."""
+    if batch_size < 1 or chunk_seconds <= 0 or context_seconds < 0:
+        raise DaetalkerError("batch_size must be >= 1, chunk_seconds > 0 and context_seconds >= 0")
+    if noise not in NOISE_MODES:
+        raise DaetalkerError(f"--noise {noise}: must be one of {', '.join(NOISE_MODES)}")
+    if video_size is not None and (video_size < 16 or video_size % 2):
+        raise DaetalkerError(f"--size {video_size}: must be an even number of pixels >= 16 (H.264 4:2:0)")
+    if not 0 <= crf <= 51:
+        raise DaetalkerError(f"--crf {crf}: must be in [0, 51] (x264's range; lower is better quality)")
+    outputs.require_file_target("--out", out, (".mp4",))  # before minutes of rendering, not after
+    outputs.refuse_inputs("--out", out, {"--audio": audio})
+
+
 def generate_video(
     model: str | Path,
     audio: str | Path,
@@ -201,7 +215,40 @@ def generate_video(
     device: str | None = None,
     progress: bool = True,
 ) -> GenerationResult:
-    """Render ``audio`` with the talker ``model`` (bundle folder or ``models:/NAME@ALIAS``) to ``out`` (.mp4).
+    """Load the talker bundle folder ``model`` (verified) and render ``audio`` with it to ``out`` (.mp4).
+
+    A registered ``models:/NAME@ALIAS`` is fetched into a folder by the caller
+    (``daetalker.registry.log_model.local_bundle``). ``device``: default CUDA if there is one.
+    The other options are :func:`render_video`'s; ``seconds`` of the result includes the loading.
+    """
+    t0 = time.perf_counter()
+    _check_options(Path(out), audio, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                   context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
+    talker = load_bundle(model, device, str(model))
+    result = render_video(talker, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
+                          chunk_seconds=chunk_seconds, context_seconds=context_seconds, per_frame_noise=per_frame_noise,
+                          video_size=video_size, crf=crf, progress=progress)  # fmt: skip
+    return replace(result, seconds=time.perf_counter() - t0)
+
+
+def render_video(
+    talker: Talker,
+    audio: str | Path,
+    out: str | Path,
+    *,
+    pose: str | None = "predicted",
+    steps: int | None = None,
+    seed: int = 0,
+    noise: str = "reference",
+    batch_size: int = 16,
+    chunk_seconds: float = 10.0,
+    context_seconds: float = 2.0,
+    per_frame_noise: bool = False,
+    video_size: int | None = None,
+    crf: int = CRF,
+    progress: bool = True,
+) -> GenerationResult:
+    """Render ``audio`` with a loaded ``talker`` to ``out`` (.mp4); load once, render many.
 
     ``pose``: see :mod:`daetalker.generate.pose`; ``steps``: DDIM steps (default ``dae.sample_steps``);
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
@@ -212,68 +259,86 @@ def generate_video(
     """
     t0 = time.perf_counter()
     out = Path(out)
-    if batch_size < 1 or chunk_seconds <= 0 or context_seconds < 0:
-        raise DaetalkerError("batch_size must be >= 1, chunk_seconds > 0 and context_seconds >= 0")
-    if noise not in NOISE_MODES:
-        raise DaetalkerError(f"--noise {noise}: must be one of {', '.join(NOISE_MODES)}")
-    if video_size is not None and (video_size < 16 or video_size % 2):
-        raise DaetalkerError(f"--size {video_size}: must be an even number of pixels >= 16 (H.264 4:2:0)")
-    if not 0 <= crf <= 51:
-        raise DaetalkerError(f"--crf {crf}: must be in [0, 51] (x264's range; lower is better quality)")
-    outputs.require_file_target("--out", out, (".mp4",))  # before minutes of rendering, not after
-    outputs.refuse_inputs("--out", out, {"--audio": audio})
-    dev = pick_device(0, device)
+    _check_options(out, audio, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                   context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
+    dcfg = talker.dae_cfg
+    steps = dcfg.sample_steps if steps is None else int(steps)
+    if not 1 <= steps <= dcfg.timesteps:
+        raise DaetalkerError(f"--steps {steps}: must be in [1, {dcfg.timesteps}]")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
-        work = Path(work)
-        talker = load_talker(resolve_bundle(model, work), dev, str(model))
-        dcfg = talker.dae_cfg
-        steps = dcfg.sample_steps if steps is None else int(steps)
-        if not 1 <= steps <= dcfg.timesteps:
-            raise DaetalkerError(f"--steps {steps}: must be in [1, {dcfg.timesteps}]")
-        prepared = prepare_audio(Path(audio), work / "audio", talker.config.preprocess)
+        prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess)
         n = prepared.n_frames
         pose_arr = resolve_pose(pose, n)
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-        inverted = noise == "reference" and talker.reference_frame is not None and not per_frame_noise
-        if noise == "reference" and talker.reference_frame is None:
-            log.warning("%s has no reference frame (bundled before it was stored): random x_T", model)
-        if inverted:
-            x_T = reference_noise(talker.dae, talker.reference_frame, steps=steps, schedule=schedule, bf16=dcfg.bf16)
-        else:
-            x_T = shared_noise(dcfg.image_size, seed, dev)
-        noise_gen = torch.Generator(device="cpu").manual_seed(seed)
-
-        from tqdm.auto import tqdm
-
-        tmp_out = outputs.partial_path(out)
+        x_T, inverted = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, dcfg.image_size)
-        writer = _Mp4Writer(tmp_out, size, Path(audio), n, crf=crf)
-        decode_s = 0.0
-        try:
-            with tqdm(total=n, desc="generate", unit="frame", disable=not progress, mininterval=1.0) as bar:
-                chunks = predict_latents(talker.s2l, prepared.mel(), n, pose_arr, chunk_frames=round(chunk_seconds * FPS),
-                                         context_frames=round(context_seconds * FPS))  # fmt: skip
-                for _, z_norm in chunks:
-                    z = z_norm * talker.latent_std + talker.latent_mean  # back to the DAE's latent space
-                    x = x_T
-                    if per_frame_noise:
-                        x = torch.randn((len(z), *x_T.shape[1:]), generator=noise_gen).to(dev)
-                    t_dec = time.perf_counter()
-                    for frames in decode_latents(talker.dae, z, x, steps=steps, schedule=schedule,
-                                                 batch_size=batch_size, bf16=dcfg.bf16, clip_x0=not inverted):  # fmt: skip
-                        if size != dcfg.image_size:
-                            frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False,
-                                                   antialias=size < dcfg.image_size)
-                        batch = to_uint8(frames)
-                        decode_s += time.perf_counter() - t_dec
-                        writer.write(batch)
-                        bar.update(len(batch))
-                        t_dec = time.perf_counter()
-            writer.close()
-            os.replace(tmp_out, out)
-        except BaseException:
-            writer.kill()
-            tmp_out.unlink(missing_ok=True)
-            raise
+        frames = _render_frames(talker, prepared.mel(), n, pose_arr, x_T, steps=steps, schedule=schedule,
+                                batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
+                                context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
+                                per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
+        decode_s = _write_mp4(frames, out, Path(audio), n, size, crf, progress)
     return GenerationResult(out, n, time.perf_counter() - t0, n / max(decode_s, 1e-9))
+
+
+def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, steps: int,
+                 schedule: NoiseSchedule) -> tuple[torch.Tensor, bool]:
+    """The shared x_T (1, 3, R, R), and whether it is the inverted reference frame (decoded without clipping x0)."""
+    dcfg = talker.dae_cfg
+    if noise == "reference" and talker.reference_frame is None:
+        log.warning("%s has no reference frame (bundled before it was stored): random x_T", talker.source)
+    if noise == "reference" and talker.reference_frame is not None and not per_frame_noise:
+        x_T = reference_noise(talker.dae, talker.reference_frame, steps=steps, schedule=schedule, bf16=dcfg.bf16)
+        return x_T, True
+    return shared_noise(dcfg.image_size, seed, next(talker.dae.parameters()).device), False
+
+
+def _render_frames(
+    talker: Talker, mel: np.ndarray, n_frames: int, pose: np.ndarray | None, x_T: torch.Tensor, *, steps: int,
+    schedule: NoiseSchedule, batch_size: int, chunk_frames: int, context_frames: int, clip_x0: bool, size: int,
+    per_frame_seed: int | None,
+) -> Iterator[tuple[np.ndarray, float]]:
+    """Yield ``(uint8 frames (B, size, size, 3), seconds spent decoding them)`` in order, chunk by chunk.
+
+    ``per_frame_seed``: draw each frame's own x_T from this seed instead of sharing ``x_T`` (ablation).
+    """
+    dcfg = talker.dae_cfg
+    noise_gen = None if per_frame_seed is None else torch.Generator(device="cpu").manual_seed(per_frame_seed)
+    chunks = predict_latents(talker.s2l, mel, n_frames, pose, chunk_frames=chunk_frames, context_frames=context_frames)
+    for _, z_norm in chunks:
+        z = z_norm * talker.latent_std + talker.latent_mean  # back to the DAE's latent space
+        x = x_T
+        if noise_gen is not None:
+            x = torch.randn((len(z), *x_T.shape[1:]), generator=noise_gen).to(x_T.device)
+        t_dec = time.perf_counter()
+        for frames in decode_latents(talker.dae, z, x, steps=steps, schedule=schedule, batch_size=batch_size,
+                                     bf16=dcfg.bf16, clip_x0=clip_x0):  # fmt: skip
+            if size != dcfg.image_size:
+                frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False,
+                                       antialias=size < dcfg.image_size)
+            batch = to_uint8(frames)
+            yield batch, time.perf_counter() - t_dec
+            t_dec = time.perf_counter()
+
+
+def _write_mp4(frames: Iterator[tuple[np.ndarray, float]], out: Path, audio: Path, n_frames: int, size: int,
+               crf: int, progress: bool) -> float:
+    """Pipe ``frames`` into ``out`` (whole or untouched: written beside it, then renamed); the decoding seconds."""
+    from tqdm.auto import tqdm
+
+    tmp_out = outputs.partial_path(out)
+    writer = _Mp4Writer(tmp_out, size, audio, n_frames, crf=crf)
+    decode_s = 0.0
+    try:
+        with tqdm(total=n_frames, desc="generate", unit="frame", disable=not progress, mininterval=1.0) as bar:
+            for batch, seconds in frames:
+                decode_s += seconds
+                writer.write(batch)
+                bar.update(len(batch))
+        writer.close()
+        os.replace(tmp_out, out)
+    except BaseException:
+        writer.kill()
+        tmp_out.unlink(missing_ok=True)
+        raise
+    return decode_s

@@ -9,10 +9,14 @@ MLflow parent run that groups the steps.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from daetalker.config import Config, load_config
+
+
+PARENT_RUN_ENV = "DAETALKER_PARENT_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -21,9 +25,17 @@ class RunContext:
     profile: str
     workspace: str  # DVC/git repo root that holds data/ and data.dvc
     overrides: tuple[str, ...] = ()
-    parent_run_id: str = ""  # MLflow run grouping the pipeline's steps
+    parent_run_id: str = ""  # MLflow run grouping the pipeline's steps (else $DAETALKER_PARENT_RUN_ID)
     experiment: str = ""
     tags: dict[str, str] = field(default_factory=dict)
+    code: str = ""  # hash of the code that runs the steps: part of every task's input, so of its cache key
+
+    @property
+    def pipeline_run_id(self) -> str:
+        """The MLflow run grouping this pipeline run's steps. A local run passes it in the environment,
+        not in the context, so the context (every task's input) stays the same from run to run and
+        kfp.local's cache can serve a task whose inputs did not change."""
+        return self.parent_run_id or os.environ.get(PARENT_RUN_ENV, "")
 
     @property
     def experiment_name(self) -> str:

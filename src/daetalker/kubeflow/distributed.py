@@ -62,7 +62,7 @@ def _exit_on_sigterm(signum: int, frame: Any) -> None:
 
 def _collect(run_dir: Path, out_dir: str) -> dict[str, Any]:
     """Copy the run (all but the numbered checkpoints) into the artifact; verify its checkpoint."""
-    from daetalker.train import checkpoint as ckpt_io
+    from daetalker import checkpoint as ckpt_io
 
     out = Path(out_dir)
     shutil.copytree(run_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("step_*.pt", "step_*.pt.sha256"))

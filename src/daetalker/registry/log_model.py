@@ -1,5 +1,8 @@
 """Logging a bundle as a pyfunc model, and getting a verified bundle back from a model URI.
 
+:func:`local_bundle` is what commands that take ``--model DIR|models:/NAME@ALIAS`` call
+(``generate``, ``evaluate``): generation itself only reads bundle folders.
+
 The model carries its requirements explicitly (no inference: that would load
 the model in a subprocess). ``daetalker`` itself is not on PyPI: serving
 environments get it from the project's image (``components/``), and the
@@ -8,13 +11,15 @@ version that logged the model is in the model's metadata.
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import daetalker
+from daetalker.bundle import manifest_sha256, verify_bundle
 from daetalker.errors import DaetalkerError, IntegrityError
-from daetalker.registry.bundle import manifest_sha256, verify_bundle
 
 MODEL_NAME = "talker"  # the logged model's name inside its run
 _REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "pyyaml", "soundfile", "scipy", "opencv-python-headless")
@@ -88,3 +93,18 @@ def fetch_bundle(model_uri: str, dst: Path | str | None = None, tracking_uri: st
     bundle = local / entry["path"]
     verify_bundle(bundle, expected)
     return bundle
+
+
+@contextmanager
+def local_bundle(source: str | Path, tracking_uri: str | None = None) -> Iterator[Path]:
+    """A bundle folder for ``source``: a folder path as it is, or a ``models:/`` URI fetched and verified.
+
+    A fetched model lives in a temporary folder removed when the ``with`` block ends. The
+    folder path is not checked here: the loader (``generate.model.load_bundle``) verifies it.
+    """
+    text = str(source)
+    if not text.startswith("models:/"):
+        yield Path(text)
+        return
+    with tempfile.TemporaryDirectory(prefix="daetalker-model-") as work:
+        yield fetch_bundle(text, Path(work) / "model", tracking_uri)

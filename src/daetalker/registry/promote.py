@@ -117,6 +117,11 @@ def _aliases(s: _Session) -> dict[str, str]:
     return call(f"read aliases of {s.model}", read, s.policy)
 
 
+def aliases(speaker: str, *, tracking_uri: str | None = None, policy: RetryPolicy = RetryPolicy()) -> dict[str, str]:
+    """alias -> version of talker-<speaker> now (empty when the model has none)."""
+    return _aliases(_session(speaker, tracking_uri, None, policy, None))
+
+
 def _version(s: _Session, version: str) -> Any:
     from mlflow.exceptions import MlflowException
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from daetalker.registry.bundle import BundleManifest, verify_bundle
+from daetalker.bundle import BundleManifest, verify_bundle
 
 INPUT_COLUMNS = ("audio_path", "out_path")
 OPTIONAL_COLUMNS = ("pose", "steps", "seed")

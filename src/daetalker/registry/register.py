@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from daetalker.errors import DaetalkerError, ServiceError
 from daetalker.registry.audit import Actor, current_actor
-from daetalker.registry.bundle import manifest_sha256, verify_bundle
+from daetalker.bundle import manifest_sha256, verify_bundle
 from daetalker.registry.names import GATE_METRICS, INFO_METRICS, METRIC_TAG, RegistryError, model_name
 from daetalker.registry.retry import RetryPolicy, bounded_http, call, is_transient
 
@@ -32,6 +32,16 @@ LINEAGE_SOURCES: dict[str, tuple[str, ...]] = {
     "eval_run_id": ("eval_run_id", "daetalker.eval_run_id"),
     "validation_report": ("validation_report", "daetalker.validation_report"),
 }
+
+
+class DuplicateBundle(RegistryError):
+    """The bundle is byte-identical (same manifest hash) to an existing version: nothing new to register."""
+
+    def __init__(self, name: str, version: str, digest: str, run_id: str) -> None:
+        super().__init__(f"run {run_id}: its bundle is identical to {name} v{version} (bundle sha256 {digest[:16]}...); "
+                         f"nothing registered (fix: promote or serve v{version}; retrain with other data or config "
+                         "to get a new version)")
+        self.name, self.version, self.digest = name, version, digest
 
 
 @dataclass(frozen=True)
@@ -81,65 +91,76 @@ def register_model(
     """Register the bundle logged by training run ``run_id`` as a new version of ``talker-<speaker>``.
 
     The keyword arguments fill lineage the run's tags lack (the pipeline passes
-    its own ids). The bundle is verified before anything is written.
+    its own ids). The bundle is verified before anything is written. Registering
+    the same run again returns its version; a bundle identical to an existing
+    version's raises :class:`DuplicateBundle` naming it.
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     from daetalker.services.mlflow_server import tracking_store
 
     name = model_name(speaker)
     speaker = name.removeprefix("talker-")
-    actor = actor or current_actor()
     store = tracking_store(uri=tracking_uri)
-    uri = store.uri
-    client = MlflowClient(uri)
-
-    def get_run(rid: str, what: str) -> Any:
-        try:
-            return client.get_run(rid)
-        except MlflowException as e:
-            if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise RegistryError(f"no MLflow run {rid!r} ({what}) at {store} (fix: copy the run id from the MLflow UI)") from None
-            raise
-
+    client = MlflowClient(store.uri)
     with bounded_http(policy):
-        run = call("read the training run", lambda: get_run(run_id, "--run"), policy)
+        run = call("read the training run", lambda: _get_run(client, store, run_id, "--run"), policy)
         if run.info.status in ("FAILED", "KILLED"):  # RUNNING is allowed: a pipeline registers from its own run
             raise RegistryError(f"run {run_id} is {run.info.status}; register a run that completed")
-        found = call(
-            "find versions of this run",
-            lambda: _search_versions(client, f"name = '{name}' and tags.source_run_id = '{run_id}'"),
-            policy,
-        )  # fmt: skip
+        found = call("find versions of this run",
+                     lambda: _search_versions(client, f"name = '{name}' and tags.source_run_id = '{run_id}'"), policy)
         if found:
-            mv = found[0]
-            return RegisteredVersion(name, str(mv.version), run_id, dict(mv.tags), created=False)
+            return RegisteredVersion(name, str(found[0].version), run_id, dict(found[0].tags), created=False)
         eval_id = eval_run_id or _first(run.data.tags, LINEAGE_SOURCES["eval_run_id"])
-        eval_run = call("read the evaluation run", lambda: get_run(eval_id, "evaluation"), policy) if eval_id else None
-        listed = call("list the run's bundle", lambda: client.list_artifacts(run_id, BUNDLE_ARTIFACT), policy)
-        if not listed:
-            raise RegistryError(
-                f"run {run_id} has no '{BUNDLE_ARTIFACT}' artifact (fix: log the folder written by write_bundle "
-                f"with mlflow.log_artifacts(folder, '{BUNDLE_ARTIFACT}') in the training run)"
-            )
-        with tempfile.TemporaryDirectory(prefix="daetalker-register-") as tmp:
-            local = Path(call("download the bundle", lambda: client.download_artifacts(run_id, BUNDLE_ARTIFACT, tmp), policy))
-            verify_bundle(local)
-            digest = manifest_sha256(local)
-            overrides = {"eval_run_id": eval_id, "validation_report": validation_report, "pipeline_run_id": pipeline_run_id}
-            tags = version_tags(run, speaker, eval_run, overrides, digest, actor)
-            # Not retried: a half-done log/register is not idempotent; rerunning register is (see `found`).
-            try:
-                mv = _log_and_register(uri, run, name, speaker, local, tags, actor)
-            except DaetalkerError:
-                raise
-            except Exception as e:
-                if is_transient(e):
-                    raise ServiceError(f"MLflow at {uri} failed while registering run {run_id}: {e} (fix: rerun register; it is idempotent)") from e
-                raise
+        eval_run = call("read the evaluation run", lambda: _get_run(client, store, eval_id, "evaluation"),
+                        policy) if eval_id else None  # fmt: skip
+        overrides = {"eval_run_id": eval_id, "validation_report": validation_report, "pipeline_run_id": pipeline_run_id}
+        mv, tags = _register_bundle(client, str(store.uri), run, name, speaker, eval_run, overrides,
+                                    actor or current_actor(), policy)  # fmt: skip
         call("describe the registered model", lambda: _describe(client, name, speaker), policy)
     return RegisteredVersion(name, str(mv.version), run_id, tags, created=True)
+
+
+def _get_run(client: Any, store: Any, run_id: str, what: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(f"no MLflow run {run_id!r} ({what}) at {store} (fix: copy the run id from the MLflow "
+                                "UI)") from None
+        raise
+
+
+def _register_bundle(client: Any, uri: str, run: Any, name: str, speaker: str, eval_run: Any | None,
+                     overrides: dict[str, str], actor: Actor, policy: RetryPolicy) -> tuple[Any, dict[str, str]]:
+    """Download and verify the run's bundle, refuse a duplicate, then log and register it."""
+    run_id = run.info.run_id
+    if not call("list the run's bundle", lambda: client.list_artifacts(run_id, BUNDLE_ARTIFACT), policy):
+        raise RegistryError(
+            f"run {run_id} has no '{BUNDLE_ARTIFACT}' artifact (fix: log the folder written by write_bundle "
+            f"with mlflow.log_artifacts(folder, '{BUNDLE_ARTIFACT}') in the training run)"
+        )
+    with tempfile.TemporaryDirectory(prefix="daetalker-register-") as tmp:
+        local = Path(call("download the bundle", lambda: client.download_artifacts(run_id, BUNDLE_ARTIFACT, tmp), policy))
+        verify_bundle(local)
+        digest = manifest_sha256(local)
+        same = call("find versions of this bundle",
+                    lambda: _search_versions(client, f"name = '{name}' and tags.bundle_sha256 = '{digest}'"), policy)
+        if same:
+            raise DuplicateBundle(name, str(same[0].version), digest, run_id)
+        tags = version_tags(run, speaker, eval_run, overrides, digest, actor)
+        # Not retried: a half-done log/register is not idempotent; rerunning register is (it finds the version).
+        try:
+            return _log_and_register(uri, run, name, speaker, local, tags, actor), tags
+        except DaetalkerError:
+            raise
+        except Exception as e:
+            if is_transient(e):
+                raise ServiceError(f"MLflow at {uri} failed while registering run {run_id}: {e} (fix: rerun "
+                                   "register; it is idempotent)") from e
+            raise
 
 
 def _log_and_register(uri: str, run: Any, name: str, speaker: str, bundle: Path, tags: dict[str, str], actor: Actor) -> Any:

@@ -31,6 +31,7 @@ from scipy.signal import resample_poly
 from daetalker.config.base import to_dict
 from daetalker.config.synth import SynthConfig
 from daetalker.errors import DaetalkerError
+from daetalker.hashing import sha256_file
 from daetalker.synth.face_render import FaceRenderer, FrameState
 from daetalker.synth.motion import POSE_CONVENTION, Motion, head_motion
 from daetalker.synth.sentences import speak_clip
@@ -207,11 +208,11 @@ def write_clip(clip: Clip, renderer: FaceRenderer, out: Path, cfg: SynthConfig) 
     write_labels(out / f"{clip.name}.parquet", clip.labels())
     frames = (renderer.render(st) for st in clip.states())
     encode_video(out / f"{clip.name}.mp4", frames, renderer.size, cfg.fps, wav, cfg.crf, cfg.x264_preset)
+    names = {"video": f"{clip.name}.mp4", "audio": f"{clip.name}.wav", "labels": f"{clip.name}.parquet"}
     return {
         "name": clip.name,
-        "video": f"{clip.name}.mp4",
-        "audio": f"{clip.name}.wav",
-        "labels": f"{clip.name}.parquet",
+        **names,
+        "sha256": {key: sha256_file(out / name) for key, name in names.items()},
         "frames": clip.n_frames,
         "seconds": len(clip.audio) / cfg.sample_rate,
         "sentences": clip.sentences,
@@ -254,6 +255,9 @@ def write_corpus(out: Path, minutes: float, seed: int, cfg: SynthConfig,
     if out.exists() and not out.is_dir():
         raise DaetalkerError(f"{out}: --out must be a folder, but a file of that name exists (pick another path)")
     out.mkdir(parents=True, exist_ok=True)
+    kept = _unchanged(out, minutes, seed, cfg)
+    if kept is not None:
+        return kept  # the same corpus is already there, every file intact: a rerun costs a hash per file
     _remove_stale(out)
     speaker = speaker_for(seed)
     renderer = FaceRenderer(speaker, cfg.size)
@@ -291,16 +295,39 @@ def write_corpus(out: Path, minutes: float, seed: int, cfg: SynthConfig,
     tmp = _atomic_path(path)
     tmp.write_text(json.dumps(manifest, indent=2))
     os.replace(tmp, path)
-    return [
-        ClipRecord(e["name"], out / e["video"], out / e["audio"], out / e["labels"], e["frames"], e["seconds"])
-        for e in entries
-    ]
+    return _records(out, entries)
 
 
 def synth_corpus(out: Path, minutes: float, seed: int, cfg: SynthConfig, progress: bool = True) -> Path:
     """:func:`write_corpus` with a progress bar by default; returns the path of corpus.json."""
     write_corpus(out, minutes, seed, cfg, progress=progress)
     return Path(out) / "corpus.json"
+
+
+def _records(out: Path, entries: list[dict]) -> list[ClipRecord]:
+    return [ClipRecord(e["name"], out / e["video"], out / e["audio"], out / e["labels"], e["frames"], e["seconds"])
+            for e in entries]
+
+
+def _unchanged(out: Path, minutes: float, seed: int, cfg: SynthConfig) -> list[ClipRecord] | None:
+    """The clips of ``out/corpus.json`` when it was written for these arguments and every file still
+    hashes as recorded; else None (the corpus is written anew)."""
+    try:
+        manifest = json.loads((out / "corpus.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    wanted = json.loads(json.dumps(to_dict(cfg)))  # as corpus.json stores it (tuples become lists)
+    same = (manifest.get("format"), manifest.get("seed"), manifest.get("minutes"), manifest.get("config")) == (
+        "daetalker-synth-corpus/1", seed, minutes, wanted)
+    entries = manifest.get("clips") or []
+    if not same or not entries or not all("sha256" in e for e in entries):
+        return None
+    for e in entries:
+        for key, digest in e["sha256"].items():
+            path = out / e[key]
+            if not path.is_file() or sha256_file(path) != digest:
+                return None
+    return _records(out, entries)
 
 
 def _remove_stale(out: Path) -> None:

@@ -26,23 +26,26 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.config import Config
-from daetalker.config.base import from_dict
 from daetalker.config.dae import DAEConfig
 from daetalker.diffusion import (
     NoiseSchedule, box_weights, eps_loss, linear_schedule, min_snr_weights, q_sample, v_target,
 )
 from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
 from daetalker.models import DiffusionAutoencoder, count_parameters
-from daetalker.train import checkpoint as ckpt_io
-from daetalker.train.distributed import DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown
+from daetalker.models.device import autocast
+from daetalker.models.loading import dae_config_from_checkpoint
+from daetalker.train.distributed import (
+    DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown, wrap_ddp,
+)
 from daetalker.train.ema import EMA
 from daetalker.train.frames_dataset import FramesDataset
 from daetalker.train.loop import (
+    Every,
     NullLogger,
-    Throughput,
+    StepLoop,
     TrainLogger,
-    autocast,
     default_logger,
     rng_state,
     set_rng_state,
@@ -65,22 +68,6 @@ class TrainResult:
     checkpoint: Path  # checkpoints/latest.pt
     final_step: int
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def dae_config_from_checkpoint(state: dict[str, Any]) -> DAEConfig:
-    saved = dict(state["dae_config"])
-    saved.setdefault("latent_norm", False)  # checkpoints older than these options
-    saved.setdefault("prediction", "eps")
-    return from_dict(DAEConfig, saved)
-
-
-def load_dae(path: Path, device: str | torch.device = "cpu") -> tuple[DiffusionAutoencoder, DAEConfig]:
-    """The EMA autoencoder of a verified checkpoint, in eval mode (sampling and extraction use EMA)."""
-    state = ckpt_io.load_checkpoint(Path(path))
-    cfg = dae_config_from_checkpoint(state)
-    model = DiffusionAutoencoder.from_config(cfg)
-    model.load_state_dict(state["ema"]["model"])
-    return model.to(device).eval().requires_grad_(False), cfg
 
 
 @dataclass
@@ -258,81 +245,90 @@ def _train(
         raise ConfigError(f"dae.batch_size {dcfg.batch_size} must divide by the {info.world_size} ranks")
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-    logger = (logger or default_logger()) if info.is_main else NullLogger()
-    ckpt_dir = out_dir / "checkpoints"
+    run = _Run(data_dir, out_dir, cfg, info, (logger or default_logger()) if info.is_main else NullLogger())
 
     st = _build(dcfg, dev)
-    _restore(st, ckpt_dir, resume, dcfg, info)
-    forward: Any = st.model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        forward = DistributedDataParallel(st.model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    _restore(st, run.ckpt_dir, resume, dcfg, info)
+    forward: Any = wrap_ddp(st.model, info)
     if dcfg.compile:
         forward = torch.compile(forward)
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
     batches = _batches(data_dir, dcfg, info, st.step)
 
-    metrics_file, held_out = None, None
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
-        metrics_file = _MetricsFile(out_dir / "metrics.jsonl", st.step)
-        held_out = _held_out_batch(data_dir, dcfg)
-        logger.log_metrics(st.step, {"params_total": count_parameters(st.model)})
+        run.metrics_file = _MetricsFile(out_dir / "metrics.jsonl", st.step)
+        run.held_out = _held_out_batch(data_dir, dcfg)
+        run.logger.log_metrics(st.step, {"params_total": count_parameters(st.model)})
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=dcfg.max_steps, initial=st.step, disable=not info.is_main, desc="train-dae",
-               mininterval=2.0, dynamic_ncols=True)
-    meter, loss_sum, window = Throughput(dev), torch.zeros((), device=dev), 0
-    last: dict[str, float] = {}
     t_begin = time.perf_counter()
-    st.model.train()
-    while st.step < dcfg.max_steps:
+    last = _loop(st, forward, batches, sched, run)
+    return finish_run(out_dir, run.ckpt_dir, st.step, last, t_begin, info.is_main)
+
+
+@dataclass
+class _Run:
+    """Where a DAE run reads and reports: data, folder, logger; on rank 0 metrics.jsonl and the held-out frames."""
+
+    data_dir: Path
+    out_dir: Path
+    cfg: Config
+    info: DistInfo
+    logger: TrainLogger
+    metrics_file: _MetricsFile | None = None
+    held_out: torch.Tensor | None = None
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.out_dir / "checkpoints"
+
+
+def _loop(st: _State, forward: Any, batches: Iterator[tuple[torch.Tensor, torch.Tensor | None]],
+          sched: NoiseSchedule, run: _Run) -> dict[str, float]:
+    """Step to ``dae.max_steps`` (:class:`StepLoop`): sample and checkpoint on their schedules; the last metrics."""
+    dcfg, info, dev = run.cfg.dae, run.info, run.info.device
+
+    def update(step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         x0, boxes = next(batches)
         x0 = x0.to(dev, non_blocking=True)
         boxes = boxes.to(dev) if boxes is not None else None
         loss, grad_norm, lr = _step(st, forward, x0, boxes, sched, dcfg, info)
-        loss_sum += loss
-        window += 1
-        meter.add(dcfg.batch_size)
-        bar.update(1)
-        done, final = st.step, st.step == dcfg.max_steps
+        return {"loss": loss}, {"lr": lr, "grad_norm": grad_norm}
 
-        if done % dcfg.log_every == 0 or final:
-            # all ranks take part in the mean; only rank 0 writes it
-            last = {"loss": float(all_mean(loss_sum / window, info)), "lr": lr, "grad_norm": float(grad_norm),
-                    "images_per_s": meter.rate()}
-            loss_sum.zero_()
-            window = 0
-            if info.is_main:
-                logger.log_metrics(done, last)
-                metrics_file.write(done, last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
+    def calibrate(done: int, final: bool) -> None:
+        if info.is_main:  # the EMA encoder's latent statistics, before it is sampled or saved
+            _calibrate(st, run.data_dir, dcfg, dev)
 
-        want_sample = final or (dcfg.sample_every > 0 and done % dcfg.sample_every == 0)
-        want_ckpt = final or done % dcfg.ckpt_every == 0
-        if info.is_main and (want_sample or want_ckpt):
-            _calibrate(st, data_dir, dcfg, dev)
-        if info.is_main and want_sample:
-            recon = _log_reconstructions(st.ema.model, held_out, dcfg, done, out_dir, logger)
-            last.update(recon)
-            metrics_file.write(done, recon)
+    def reconstruct(done: int, final: bool) -> dict[str, float] | None:
+        if not info.is_main:
+            return None
+        recon = _log_reconstructions(st.ema.model, run.held_out, dcfg, done, run.out_dir, run.logger)
+        run.metrics_file.write(done, recon)
+        return recon
 
-        if want_ckpt:
-            if info.is_main:
-                ckpt_io.save_checkpoint(_checkpoint(st, cfg, dev, info.world_size), ckpt_dir, done,
-                                        keep=dcfg.keep_checkpoints)
-            barrier(info)
-        if want_sample or want_ckpt:
-            meter.reset()  # images/s measures training only
-    bar.close()
+    def save(done: int, final: bool) -> None:
+        if info.is_main:
+            ckpt_io.save_checkpoint(_checkpoint(st, run.cfg, dev, info.world_size), run.ckpt_dir, done,
+                                    keep=dcfg.keep_checkpoints)
+        barrier(info)
 
+    sampling, saving = Every(dcfg.sample_every), Every(dcfg.ckpt_every)
+    loop = StepLoop("train-dae", st.step, dcfg.max_steps, dcfg.log_every, dcfg.batch_size, "images_per_s", dev,
+                    info.is_main, run.logger, run.metrics_file.write if info.is_main else None,
+                    lambda t: all_mean(t, info))  # fmt: skip
+    st.model.train()
+    return loop.run(update, [(lambda d, f: sampling(d, f) or saving(d, f), calibrate), (sampling, reconstruct),
+                             (saving, save)])
+
+
+def finish_run(out_dir: Path, ckpt_dir: Path, final_step: int, last: dict[str, float], t_begin: float,
+               is_main: bool) -> TrainResult:
+    """The run's result (``last`` metrics + train_seconds); rank 0 writes it to ``result.json``."""
     last["train_seconds"] = time.perf_counter() - t_begin
-    result = TrainResult(checkpoint=ckpt_dir / ckpt_io.LATEST, final_step=st.step, metrics=last)
-    if info.is_main:
-        summary = {"checkpoint": str(result.checkpoint), "final_step": st.step, "metrics": last}
+    result = TrainResult(checkpoint=ckpt_dir / ckpt_io.LATEST, final_step=final_step, metrics=last)
+    if is_main:
+        summary = {"checkpoint": str(result.checkpoint), "final_step": final_step, "metrics": last}
         (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
     return result
 

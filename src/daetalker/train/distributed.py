@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from daetalker.models.device import pick_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -30,14 +32,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def pick_device(local_rank: int = 0, device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank % torch.cuda.device_count())
-    return torch.device("cpu")
-
-
 def init_distributed(device: str | None = None) -> DistInfo:
     """Join the process group torchrun described, or return a single-process DistInfo."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -49,6 +43,16 @@ def init_distributed(device: str | None = None) -> DistInfo:
             torch.cuda.set_device(dev)
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+
+
+def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel when there are several ranks, else ``model`` itself."""
+    if not info.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    dev = info.device
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
 
 def teardown(info: DistInfo) -> None:

@@ -14,11 +14,11 @@ from typing import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from daetalker.data.dataset import DatasetError, empty_split_error, read_header
 from daetalker.errors import DaetalkerError
+from daetalker.models.images import to_model_range
 
 
 def read_manifest(data_dir: Path):
@@ -51,24 +51,6 @@ def mouth_box(landmarks: np.ndarray, crop_size: int, pad: float = 0.25) -> np.nd
     lo, hi = lips.min(0), lips.max(0)
     grow = pad * (hi - lo)
     return np.clip(np.concatenate([lo - grow, hi + grow]), 0.0, 1.0).astype(np.float32)
-
-
-def to_model_range(frames: np.ndarray | torch.Tensor, image_size: int | None = None) -> torch.Tensor:
-    """uint8 (..., R, R, 3) RGB -> float32 (..., 3, S, S) in [-1, 1], resized to S if given."""
-    x = torch.as_tensor(np.asarray(frames))
-    assert x.dtype == torch.uint8 and x.shape[-1] == 3, (x.dtype, tuple(x.shape))
-    x = x.movedim(-1, -3).float().div_(127.5).sub_(1.0)
-    if image_size is not None and x.shape[-1] != image_size:
-        lead = x.shape[:-3]
-        x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(image_size, image_size), mode="bilinear",
-                          antialias=True, align_corners=False).clamp_(-1, 1)
-        x = x.reshape(*lead, 3, image_size, image_size)
-    return x
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """float (..., 3, S, S) in [-1, 1] -> uint8 (..., S, S, 3) RGB."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 class FramesDataset(Dataset):

@@ -7,6 +7,8 @@ Output layout::
                                 reference_frame: uint8 (R, R, 3), the training frame whose latent is
                                 nearest the mean, with reference_clip and reference_index
     OUT/latents.json            checkpoint path + sha256, latent_dim, clips with splits and frame counts
+
+``daetalker.models.latent_stats`` reads ``latent_stats.npz`` back (speech2latent's dataset, the bundle).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.errors import DaetalkerError
-from daetalker.train import checkpoint as ckpt_io
-from daetalker.train.dae_trainer import load_dae
-from daetalker.train.distributed import pick_device
-from daetalker.train.frames_dataset import frames_path, read_manifest, to_model_range
-from daetalker.train.loop import autocast
+from daetalker.models.device import autocast, pick_device
+from daetalker.models.images import to_model_range
+from daetalker.models.loading import load_dae
+from daetalker.train.frames_dataset import frames_path, read_manifest
 
 STD_FLOOR = 1e-6  # a dimension the encoder never varies must not blow up on normalisation
 
@@ -123,15 +125,3 @@ def reference_frame_index(
         i = int(d.argmin())
         best = min(best, (float(d[i]), cid, i))
     return best[1], best[2]
-
-
-def load_reference_frame(out_dir: Path) -> np.ndarray | None:
-    """uint8 (R, R, 3) reference frame stored by ``extract_latents`` (None for statistics without one)."""
-    with np.load(Path(out_dir) / "latent_stats.npz") as f:
-        return np.array(f["reference_frame"]) if "reference_frame" in f.files else None
-
-
-def load_latent_stats(out_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) float32 (latent_dim,) written by ``extract_latents``."""
-    with np.load(Path(out_dir) / "latent_stats.npz") as f:
-        return f["mean"], f["std"]

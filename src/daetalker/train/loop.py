@@ -1,15 +1,16 @@
-"""Pieces every training loop here shares: loggers, precision, LR warm-up, RNG state, throughput.
+"""What every training loop here shares: the step loop itself (:class:`StepLoop`), loggers,
+LR warm-up, RNG state, throughput.
 
-The loops themselves stay plain and readable in their trainer modules; these
-helpers only remove repetition between them.
+Each trainer keeps its own update step and its hooks (sampling, validation,
+checkpoints) in its module; the loop around them is this one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
@@ -71,17 +72,6 @@ def default_logger() -> TrainLogger:
     return MlflowLogger() if mlflow.active_run() is not None else NullLogger()
 
 
-def bf16_supported(device: torch.device) -> bool:
-    """bf16 autocast only on CUDA devices with bf16 (on CPUs it is slower and breaks bitwise resume)."""
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    if enabled and bf16_supported(device):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def warmup_lr(step: int, base_lr: float, warmup_steps: int) -> float:
     """Linear warm-up from base_lr / warmup_steps to base_lr over the first warmup_steps updates."""
     return scheduled_lr(step, base_lr, warmup_steps)
@@ -136,3 +126,82 @@ class Throughput:
         value = self.count / max(now - self.t0, 1e-9)
         self.count, self.t0 = 0, now
         return value
+
+
+# ------------------------------------------------------------------ the step loop every trainer runs
+Hook = Callable[[int, bool], "dict[str, float] | None"]  # (steps done, final) -> metrics for the result, if any
+Schedule = Callable[[int, bool], bool]  # (steps done, final) -> due now
+
+
+@dataclass
+class Every:
+    """A schedule: every ``n`` steps and at the last one (``n <= 0``: only at the last)."""
+
+    n: int
+
+    def __call__(self, done: int, final: bool) -> bool:
+        return final or (self.n > 0 and done % self.n == 0)
+
+
+@dataclass
+class StepLoop:
+    """Steps ``start`` .. ``max_steps`` of one trainer, the same way for the DAE, speech2latent and SyncNet.
+
+    ``update(step)`` does one optimiser step and returns (detached losses as 0-d tensors, scalars such
+    as the LR, read only when logged): the losses are averaged over each ``log_every`` window
+    (across ranks with ``mean``) and logged with the scalars and the throughput. Then each
+    ``(schedule, hook)`` runs in order when due (sampling, validation, checkpoints; a hook logs
+    what it measures and returns it for the result), and the throughput window restarts, so it
+    measures training alone.
+    """
+
+    desc: str
+    start: int
+    max_steps: int
+    log_every: int
+    items_per_step: int  # samples per step (all ranks), for the rate
+    rate_name: str  # e.g. images_per_s
+    device: torch.device
+    is_main: bool = True
+    logger: TrainLogger = field(default_factory=NullLogger)
+    write: Callable[[int, dict[str, float]], None] | None = None  # e.g. metrics.jsonl
+    mean: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # noqa: E731 (DDP: all_mean)
+    progress: bool | None = None
+
+    def run(self, update: Callable[[int], tuple[dict[str, torch.Tensor], dict[str, float]]],
+            hooks: list[tuple[Schedule, Hook]] = ()) -> dict[str, float]:  # fmt: skip
+        """The loop; returns the last logged metrics."""
+        from tqdm.auto import tqdm
+
+        show = self.is_main if self.progress is None else (self.progress and self.is_main)
+        bar = tqdm(total=self.max_steps, initial=self.start, disable=not show, desc=self.desc, mininterval=2.0,
+                   dynamic_ncols=True)  # fmt: skip
+        meter, sums, window, last = Throughput(self.device), {}, 0, {}
+        for step in range(self.start, self.max_steps):
+            losses, scalars = update(step)
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0) + value
+            window += 1
+            meter.add(self.items_per_step)
+            bar.update(1)
+            done = step + 1
+            final = done == self.max_steps
+            if Every(self.log_every)(done, final):
+                last = {k: float(self.mean(v / window)) for k, v in sums.items()}
+                last.update({k: float(v) for k, v in scalars.items()}, **{self.rate_name: meter.rate()})
+                sums, window = {}, 0
+                self._emit(done, last)
+                bar.set_postfix(loss=f"{last.get('loss', float('nan')):.4f}")
+            due = [hook for schedule, hook in hooks if schedule(done, final)]
+            for hook in due:
+                last.update(hook(done, final) or {})
+            if due:
+                meter.reset()
+        bar.close()
+        return last
+
+    def _emit(self, done: int, metrics: dict[str, float]) -> None:
+        if self.is_main:
+            self.logger.log_metrics(done, metrics)
+            if self.write is not None:
+                self.write(done, metrics)

@@ -11,8 +11,8 @@ import torch
 
 from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample
 from daetalker.models import DiffusionAutoencoder
-from daetalker.train.frames_dataset import to_uint8
-from daetalker.train.loop import autocast
+from daetalker.models.device import autocast
+from daetalker.models.images import to_uint8
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

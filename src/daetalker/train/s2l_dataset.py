@@ -25,8 +25,8 @@ from torch.utils.data import Dataset, Sampler
 
 from daetalker.data.dataset import empty_split_error, read_header
 from daetalker.errors import DaetalkerError
+from daetalker.models.latent_stats import load_latent_stats
 from daetalker.train.frames_dataset import read_manifest
-from daetalker.train.latents import load_latent_stats
 from daetalker.train.sampler import ResumableShardedSampler
 
 log = logging.getLogger(__name__)

@@ -15,26 +15,30 @@ Output folder: ``checkpoints/`` (step_*.pt, latest.pt), ``config.yaml``,
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader
 
+from daetalker import checkpoint as ckpt_io
 from daetalker.config import Config
-from daetalker.config.base import from_dict
 from daetalker.config.s2l import S2LConfig
 from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
 from daetalker.features import LogMelExtractor
 from daetalker.models import count_parameters
+from daetalker.models.device import autocast
+from daetalker.models.loading import build_s2l
 from daetalker.models.speech2latent import Speech2Latent, s2l_loss
-from daetalker.train import checkpoint as ckpt_io
-from daetalker.train.dae_trainer import TrainResult, _MetricsFile
-from daetalker.train.distributed import DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown
-from daetalker.train.loop import NullLogger, Throughput, TrainLogger, autocast, default_logger, rng_state, set_rng_state, warmup_lr
+from daetalker.timebase import FPS
+from daetalker.train.dae_trainer import TrainResult, _MetricsFile, finish_run
+from daetalker.train.distributed import (
+    DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown, wrap_ddp,
+)
+from daetalker.train.loop import (Every, NullLogger, StepLoop, TrainLogger, default_logger, rng_state, set_rng_state,
+                                  warmup_lr)
 from daetalker.train.s2l_dataset import S2LWindows, WindowSampler, feature_and_pose_stats
 
 log = logging.getLogger(__name__)
@@ -43,23 +47,6 @@ ARCH_FIELDS = (
     "d_model", "heads", "ffn_dim", "conv_kernel", "blocks_before", "blocks_after", "frontend_kernel",
     "pose_predictor_dim", "pose_predictor_kernel", "pose_predictor_layers",
 )
-FPS = 25
-
-
-def build_s2l(cfg: S2LConfig, dims: dict[str, int]) -> Speech2Latent:
-    """``dims``: feature_dim, frames_per_video_frame, latent_dim (stored in every checkpoint)."""
-    return Speech2Latent.from_config(cfg, **dims)
-
-
-def load_s2l(path: Path, device: str | torch.device = "cpu") -> tuple[Speech2Latent, S2LConfig, dict[str, Any]]:
-    """A verified s2l checkpoint in eval mode, its config and its ``dims``."""
-    state = ckpt_io.load_checkpoint(Path(path))
-    if "s2l_config" not in state:
-        raise CheckpointError(f"{path}: not a speech2latent checkpoint (no s2l_config); pass one from `train-s2l`")
-    cfg = from_dict(S2LConfig, state["s2l_config"])
-    model = build_s2l(cfg, state["dims"])
-    model.load_state_dict(state["model"])
-    return model.to(device).eval().requires_grad_(False), cfg, dict(state["dims"])
 
 
 def _collate_to(batch: dict[str, torch.Tensor], dev: torch.device) -> dict[str, torch.Tensor]:
@@ -122,56 +109,18 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
     scfg, dev, ckpt_dir = cfg.s2l, info.device, out_dir / "checkpoints"
     if scfg.batch_size % info.world_size:
         raise CheckpointError(f"s2l.batch_size {scfg.batch_size} must divide by the {info.world_size} ranks")
-    per_rank = scfg.batch_size // info.world_size
     logger = (logger or default_logger()) if info.is_main else NullLogger()
-    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame  # mel rows per video frame
-    window = max(1, round(scfg.window_seconds * FPS))
-
-    # --- data first: the model's sizes come from it ---
-    train = S2LWindows(data_dir, latents_dir, splits=("train",), window_frames=window, k=k, seed=scfg.seed,
-                       rank=info.rank)
-    try:
-        val = S2LWindows(data_dir, latents_dir, splits=("val",), window_frames=window, k=k)
-    except DaetalkerError:
-        val = None  # no validation split (tiny datasets)
-    dims = {"feature_dim": train.feature_dim, "frames_per_video_frame": k, "latent_dim": train.latent_dim}
+    train, val, dims = _windows(data_dir, latents_dir, cfg, info)  # data first: the model's sizes come from it
 
     # --- model and optimiser (same init on every rank: same seed) ---
     torch.manual_seed(scfg.seed)
     model = build_s2l(scfg, dims).to(dev)
     model.set_stats(**feature_and_pose_stats(train.clips))
     opt = torch.optim.Adam(model.parameters(), lr=scfg.lr, weight_decay=scfg.weight_decay)
-
-    start, chosen = 0, None
-    if info.is_main:
-        if resume:
-            found = ckpt_io.load_latest(ckpt_dir)
-            chosen = str(found[0]) if found else None
-        elif ckpt_io.checkpoint_candidates(ckpt_dir):
-            raise CheckpointError(f"{ckpt_dir}: holds checkpoints; pass --resume or choose a new --out")
-    chosen = broadcast_object(chosen, info)
-    if chosen is not None:
-        state = ckpt_io.load_checkpoint(Path(chosen))
-        _check_resumable(state, scfg, dims, Path(chosen))
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"], dev)
-        start = int(state["step"])
-        log.info("resumed from %s at step %d", chosen, start)
-
-    ddp = model
-    if info.enabled:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    start = _restore(model, opt, ckpt_dir, resume, scfg, dims, info)
+    ddp = wrap_ddp(model, info)
     forward = torch.compile(ddp) if scfg.compile else ddp
-
-    sampler = WindowSampler(len(train), rank=info.rank, world_size=info.world_size, seed=scfg.seed,
-                            start=start * per_rank)
-    loader = DataLoader(train, batch_size=per_rank, sampler=sampler, num_workers=scfg.num_workers,
-                        pin_memory=dev.type == "cuda", drop_last=True, persistent_workers=scfg.num_workers > 0,
-                        generator=torch.Generator().manual_seed(scfg.seed))  # keep the global RNG untouched
-    batches = iter(loader)
+    batches = _batches(train, scfg, info, start)
 
     metrics_file = None
     if info.is_main:
@@ -180,76 +129,118 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
         metrics_file = _MetricsFile(out_dir / "metrics.jsonl", start)
         logger.log_metrics(start, {"params_total": count_parameters(model)})
 
-    from tqdm.auto import tqdm
+    t_begin = time.perf_counter()
+    last = _loop(model, forward, opt, batches, val, start=start, cfg=cfg, dims=dims, info=info, logger=logger,
+                 metrics_file=metrics_file, ckpt_dir=ckpt_dir)  # fmt: skip
+    return finish_run(out_dir, ckpt_dir, max(start, scfg.max_steps), last, t_begin, info.is_main)
 
-    bar = tqdm(total=scfg.max_steps, initial=start, disable=not info.is_main, desc="train-s2l", mininterval=2.0,
-               dynamic_ncols=True)
-    meter = Throughput(dev)
-    sums = {"loss": torch.zeros((), device=dev), "latent_mse": torch.zeros((), device=dev),
-            "pose": torch.zeros((), device=dev)}  # fmt: skip
-    n_window, last, t_begin = 0, {}, time.perf_counter()
-    model.train()
 
-    for step in range(start, scfg.max_steps):
-        batch = _collate_to(next(batches), dev)
-        lr = warmup_lr(step, scfg.lr, scfg.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        losses = _loss(forward, batch, scfg, model, dev)
-        opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), scfg.grad_clip)
-        opt.step()
+def _windows(data_dir: Path, latents_dir: Path, cfg: Config,
+             info: DistInfo) -> tuple[S2LWindows, S2LWindows | None, dict[str, int]]:
+    """Training windows (this rank's), validation windows (None without a val split) and the model's ``dims``."""
+    scfg = cfg.s2l
+    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame  # mel rows per video frame
+    window = max(1, round(scfg.window_seconds * FPS))
+    train = S2LWindows(data_dir, latents_dir, splits=("train",), window_frames=window, k=k, seed=scfg.seed,
+                       rank=info.rank)
+    try:
+        val = S2LWindows(data_dir, latents_dir, splits=("val",), window_frames=window, k=k)
+    except DaetalkerError:
+        val = None  # no validation split (tiny datasets)
+    return train, val, {"feature_dim": train.feature_dim, "frames_per_video_frame": k, "latent_dim": train.latent_dim}
 
-        done = step + 1
-        for key in sums:
-            sums[key] += losses[key].detach()
-        n_window += 1
-        meter.add(scfg.batch_size)
-        bar.update(1)
 
-        if done % scfg.log_every == 0 or done == scfg.max_steps:
-            last = {key: float(all_mean(v / n_window, info)) for key, v in sums.items()}
-            last.update(lr=lr, grad_norm=float(grad_norm), windows_per_s=meter.rate())
-            for v in sums.values():
-                v.zero_()
-            n_window = 0
-            if info.is_main:
-                logger.log_metrics(done, last)
-                metrics_file.write(done, last)
-                bar.set_postfix(loss=f"{last['loss']:.4f}")
-
-        if info.is_main and val is not None and (done % scfg.val_every == 0 or done == scfg.max_steps):
-            val_metrics = validate(model, val, scfg, dev)
-            last.update(val_metrics)
-            logger.log_metrics(done, val_metrics)
-            metrics_file.write(done, val_metrics)
-
-        if done % scfg.ckpt_every == 0 or done == scfg.max_steps:
-            if info.is_main:
-                state = {
-                    "step": done,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "rng": rng_state(dev),
-                    "data_position": {"global_samples": done * scfg.batch_size, "seed": scfg.seed},
-                    "s2l_config": cfg.to_dict()["s2l"],
-                    "dims": dims,
-                    "config": cfg.to_dict(),
-                    "world_size": info.world_size,
-                }
-                ckpt_io.save_checkpoint(state, ckpt_dir, done, keep=scfg.keep_checkpoints)
-            barrier(info)
-    bar.close()
-
-    final_step = max(start, scfg.max_steps)
-    last["train_seconds"] = time.perf_counter() - t_begin
-    result = TrainResult(checkpoint=ckpt_dir / ckpt_io.LATEST, final_step=final_step, metrics=last)
+def _restore(model: Speech2Latent, opt: torch.optim.Optimizer, ckpt_dir: Path, resume: bool, scfg: S2LConfig,
+             dims: dict[str, int], info: DistInfo) -> int:
+    """Rank 0 picks the newest intact checkpoint; every rank loads it. The step to start from."""
+    chosen = None
     if info.is_main:
-        (out_dir / "result.json").write_text(
-            json.dumps({"checkpoint": str(result.checkpoint), "final_step": final_step, "metrics": last}, indent=2)
-        )
-    return result
+        if resume:
+            found = ckpt_io.load_latest(ckpt_dir)
+            chosen = str(found[0]) if found else None
+        elif ckpt_io.checkpoint_candidates(ckpt_dir):
+            raise CheckpointError(f"{ckpt_dir}: holds checkpoints; pass --resume or choose a new --out")
+    chosen = broadcast_object(chosen, info)
+    if chosen is None:
+        return 0
+    state = ckpt_io.load_checkpoint(Path(chosen))
+    _check_resumable(state, scfg, dims, Path(chosen))
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"], info.device)
+    log.info("resumed from %s at step %d", chosen, int(state["step"]))
+    return int(state["step"])
+
+
+def _batches(train: S2LWindows, scfg: S2LConfig, info: DistInfo, start: int) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's endless stream of window batches, positioned at step ``start``."""
+    per_rank = scfg.batch_size // info.world_size
+    sampler = WindowSampler(len(train), rank=info.rank, world_size=info.world_size, seed=scfg.seed,
+                            start=start * per_rank)
+    loader = DataLoader(train, batch_size=per_rank, sampler=sampler, num_workers=scfg.num_workers,
+                        pin_memory=info.device.type == "cuda", drop_last=True,
+                        persistent_workers=scfg.num_workers > 0,
+                        generator=torch.Generator().manual_seed(scfg.seed))  # keep the global RNG untouched
+    return iter(loader)
+
+
+def _update(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+            scfg: S2LConfig, step: int, dev: torch.device) -> tuple[dict[str, torch.Tensor], torch.Tensor, float]:
+    """One optimisation step (update ``step``, 0-based); returns (losses, grad norm, lr)."""
+    lr = warmup_lr(step, scfg.lr, scfg.warmup_steps)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    losses = _loss(forward, batch, scfg, model, dev)
+    opt.zero_grad(set_to_none=True)
+    losses["loss"].backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), scfg.grad_clip)
+    opt.step()
+    return losses, grad_norm, lr
+
+
+def _loop(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batches: Iterator[dict[str, torch.Tensor]],
+          val: S2LWindows | None, *, start: int, cfg: Config, dims: dict[str, int], info: DistInfo,
+          logger: TrainLogger, metrics_file: _MetricsFile | None, ckpt_dir: Path) -> dict[str, float]:
+    """Steps ``start`` .. ``s2l.max_steps`` (:class:`StepLoop`): validate and checkpoint on their schedules."""
+    scfg, dev = cfg.s2l, info.device
+
+    def update(step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        losses, grad_norm, lr = _update(model, forward, opt, _collate_to(next(batches), dev), scfg, step, dev)
+        return {k: losses[k].detach() for k in ("loss", "latent_mse", "pose")}, {"lr": lr, "grad_norm": grad_norm}
+
+    def validation(done: int, final: bool) -> dict[str, float] | None:
+        if not info.is_main or val is None:
+            return None
+        metrics = validate(model, val, scfg, dev)
+        logger.log_metrics(done, metrics)
+        metrics_file.write(done, metrics)
+        return metrics
+
+    def save(done: int, final: bool) -> None:
+        if info.is_main:
+            ckpt_io.save_checkpoint(_checkpoint(done, model, opt, cfg, dims, info), ckpt_dir, done,
+                                    keep=scfg.keep_checkpoints)
+        barrier(info)
+
+    loop = StepLoop("train-s2l", start, scfg.max_steps, scfg.log_every, scfg.batch_size, "windows_per_s", dev,
+                    info.is_main, logger, metrics_file.write if info.is_main else None, lambda t: all_mean(t, info))
+    model.train()
+    return loop.run(update, [(Every(scfg.val_every), validation), (Every(scfg.ckpt_every), save)])
+
+
+def _checkpoint(done: int, model: Speech2Latent, opt: torch.optim.Optimizer, cfg: Config, dims: dict[str, int],
+                info: DistInfo) -> dict[str, Any]:
+    return {
+        "step": done,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "rng": rng_state(info.device),
+        "data_position": {"global_samples": done * cfg.s2l.batch_size, "seed": cfg.s2l.seed},
+        "s2l_config": cfg.to_dict()["s2l"],
+        "dims": dims,
+        "config": cfg.to_dict(),
+        "world_size": info.world_size,
+    }
 
 
 def _check_resumable(state: dict[str, Any], cfg: S2LConfig, dims: dict[str, int], path: Path) -> None:

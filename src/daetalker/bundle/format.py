@@ -1,11 +1,11 @@
-"""The model bundle: everything ``generate`` needs, in one folder that proves its own integrity.
+"""The bundle folder format: everything ``generate`` needs, in one folder that proves its own integrity.
 
 Layout::
 
     dae.pt             diffusion autoencoder, EMA weights
     s2l.pt             speech2latent
     *.pt.sha256        the checkpoints' sidecars, when the sources had them
-                       (so ``train.checkpoint.load_checkpoint`` accepts the copies)
+                       (so ``daetalker.checkpoint.load_checkpoint`` accepts the copies)
     latent_stats.npz   mean/std of the semantic latents (s2l predicts normalised latents) and
                        the reference frame whose inverted x_T videos start from
     config.yaml        the full config the model was trained with
