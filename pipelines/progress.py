@@ -16,6 +16,7 @@ prints one, else the time so far).
 from __future__ import annotations
 
 import io
+import logging
 import re
 import sys
 import time
@@ -51,6 +52,9 @@ class StepConsole(io.TextIOBase):
         self._pending = ""
         self._log = open(self.log_dir / "00-pipeline.log", "a")
         self._saved: tuple[TextIO, TextIO] | None = None
+        # kfp.local says "Task x cache hit" at INFO on the root logger, outside its own log context
+        self._handler = logging.StreamHandler(self)
+        self._root_level = logging.WARNING
 
     # -- io.TextIOBase
     def writable(self) -> bool:
@@ -70,12 +74,18 @@ class StepConsole(io.TextIOBase):
     def __enter__(self) -> "StepConsole":
         self._saved = (sys.stdout, sys.stderr)
         sys.stdout = sys.stderr = self
+        root = logging.getLogger()
+        self._root_level = root.level
+        root.addHandler(self._handler)
+        root.setLevel(logging.INFO)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._pending:
             self._line(self._pending)
         sys.stdout, sys.stderr = self._saved
+        logging.getLogger().removeHandler(self._handler)
+        logging.getLogger().setLevel(self._root_level)
         running = self.current
         if running is not None and running.status == "running":
             self._finish(running, "stopped" if exc[0] else "ok")

@@ -108,7 +108,7 @@ def one_torch_thread() -> Iterator[None]:
     import torch
 
     n = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(int(os.environ.get("DAETALKER_TEST_THREADS", "1")))  # bench/stability.py asks for 2
     yield
     torch.set_num_threads(n)
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from margins import record, train_seed
 
 from daetalker import checkpoint as ckpt_io
 from daetalker.config import load_config
@@ -70,15 +71,22 @@ def _cfg(*extra: str):
 
 
 def test_loss_falls_and_validation_logged(dataset, tmp_path: Path) -> None:
+    """The training loss falls: the last/first latent-MSE ratio was 0.098-0.104 over seeds 0-1 x threads 1-2
+    (bench/stability.py), a 5x margin on the 0.5 bar. The held-out loss is logged on schedule but not
+    asserted to fall: on 3 fake clips after 40 steps it moved -11% .. +8% over seeds 0-3 (the model
+    fits the training clips; generalisation is not what this plumbing test can promise)."""
     data, lat = dataset
     logger = MemoryLogger()
-    result = train_s2l(data, lat, tmp_path / "run", _cfg("s2l.max_steps=40", "s2l.val_every=20", "s2l.ckpt_every=40"),
-                       logger=logger, device="cpu")
+    seed = train_seed()
+    result = train_s2l(data, lat, tmp_path / "run", _cfg("s2l.max_steps=40", "s2l.val_every=20", "s2l.ckpt_every=40",
+                                                         f"s2l.seed={seed}"), logger=logger, device="cpu")
     losses = [v for _, v in logger.metrics["latent_mse"]]
-    assert len(losses) == 40
-    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5]), losses
     val = logger.metrics["val_loss"]
-    assert [s for s, _ in val] == [20, 40] and val[1][1] < val[0][1]
+    ratio = np.mean(losses[-5:]) / np.mean(losses[:5])
+    record("s2l_loss_falls", seed, loss_ratio=ratio)
+    assert len(losses) == 40
+    assert ratio < 0.5, losses
+    assert [s for s, _ in val] == [20, 40] and all(np.isfinite(v) for _, v in val)
     assert result.final_step == 40 and result.checkpoint.is_file()
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("val_latent_mse" in x for x in lines)

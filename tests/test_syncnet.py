@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from margins import record, train_seed
 
 from daetalker.config.syncnet import SyncNetConfig
 from daetalker.errors import CheckpointError, DaetalkerError
@@ -172,7 +173,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("syncnet")
     data = write_fake_dataset(root / "data")
     logger = MemoryLogger()
-    result = train_syncnet(data, root / "out", SyncNetConfig(**TINY, max_steps=STEPS), logger=logger)
+    result = train_syncnet(data, root / "out", SyncNetConfig(**TINY, max_steps=STEPS, seed=train_seed()), logger=logger)
     return data, result, logger
 
 
@@ -198,6 +199,8 @@ def test_training_writes_verified_checkpoint_and_report(trained) -> None:
     assert file_sha256(result.checkpoint)[0] == result.sha256
     assert report["steps"] == STEPS and report["train_clips"] == 6 and report["train_windows"] == 6 * 145
     val = report["heldout"]["val"]
+    record("syncnet_fake_accuracy", train_seed(), val_accuracy=val["accuracy"],
+           p_sync_gap=val["p_sync_in_sync"] - val["p_sync_off_sync"])
     assert val["clips"] == 3 and val["accuracy"] > 0.65 and val["p_sync_in_sync"] > val["p_sync_off_sync"]
     losses = [v for _, v in logger.metrics["syncnet/loss"]]
     assert np.mean(losses[-2:]) < np.mean(losses[:2])
@@ -213,6 +216,22 @@ def test_training_writes_verified_checkpoint_and_report(trained) -> None:
 
 
 @pytest.mark.slow
+def _calibration_figures(data: Path, model, val: list[str]) -> dict[str, float]:
+    """The worst clip's distance from each bar of the calibration test (for bench/stability.py)."""
+    out: dict[str, float] = {"own_offset_err": 0, "shift_offset_err": 0, "other_d_gap": 9, "c0_share": 0}
+    for n, cid in enumerate(val):
+        frames, audio = clip(data, cid)
+        own = lse(frames, audio, model)
+        lip_emb = lip_embeddings(model, frames, own.n_windows)
+        other = lse(lip_emb, clip(data, val[(n + 1) % 3])[1], model)
+        shifted = lse(lip_emb, advance(audio, 10), model)
+        out["own_offset_err"] = max(out["own_offset_err"], abs(own.offset))  # bar: <= 1
+        out["shift_offset_err"] = max(out["shift_offset_err"], abs(shifted.offset - 10))  # bar: <= 1
+        out["other_d_gap"] = min(out["other_d_gap"], other.lse_d - own.lse_d)  # bar: > 0
+        out["c0_share"] = max(out["c0_share"], shifted.lse_c0 / own.lse_c0)  # bar: < 0.5
+    return out
+
+
 def test_lse_calibration_on_heldout_clips(trained) -> None:
     """Own audio beats another clip's on both scores; shifts are found with the documented sign.
 
@@ -225,6 +244,8 @@ def test_lse_calibration_on_heldout_clips(trained) -> None:
     data, result, _ = trained
     model = load_syncnet(result.checkpoint)
     val = ["clip006", "clip007", "clip008"]
+    figures = _calibration_figures(data, model, val)
+    record("syncnet_fake_calibration", train_seed(), **figures)
     for n, cid in enumerate(val):
         frames, audio = clip(data, cid)
         own = lse(frames, audio, model)
