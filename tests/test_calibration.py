@@ -10,6 +10,9 @@ clip after training on its first half; skipped without $DAETALKER_REAL_CLIPS).
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +29,15 @@ from daetalker.evaluate.calibration import (
     format_recovery,
     format_rows,
     load_heldout,
+    margins,
     offset_recovery,
     shift_audio,
     time_split,
+    worst_margins,
 )
 from daetalker.evaluate.mfcc import protocol_mfcc
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
+pytestmark = pytest.mark.usefixtures("torch_threads")  # micro models: one thread (threads only cost)
 
 
 # ------------------------------------------------------------------ oracle
@@ -153,38 +158,102 @@ def test_time_split_trains_on_heads_and_holds_out_tails(tmp_path: Path) -> None:
 SMALL = ["syncnet.lip_height=16", "syncnet.lip_width=32", "syncnet.lip_channels=[16,32,32]",
          "syncnet.audio_channels=[16,32,32]", "syncnet.embed_dim=64", "syncnet.max_steps=300",
          "syncnet.eval_every=0", "syncnet.mlflow=false"]
+# The synthetic-speaker expert (docs/evaluation.md, "Stability of the calibration test"): lr 1e-3 leaves
+# this net at chance (loss 0.69) for 200..600+ steps depending on the seed, or for good at 2e-3; 3e-4
+# leaves the plateau by step ~200 on every seed measured. 0.5 min of speech (2 training clips)
+# was too little to generalise from (held-out pair accuracy 0.58-0.61); 2 minutes (10 clips) is not.
+SYNTH_RECIPE = SMALL + ["syncnet.lr=3e-4", "syncnet.max_steps=800"]
+SYNTH_MINUTES = 2.0
+
+# Knobs of bench/stability.py (defaults: what CI runs). Every trained expert is checked under two
+# training seeds in the suite; the script adds torch threads, more seeds and other corpora.
+TEST_SEEDS = [int(s) for s in os.environ.get("DAETALKER_TEST_SEEDS", "0,1").split(",")]
+CORPUS_SEED = int(os.environ.get("DAETALKER_TEST_CORPUS_SEED", "3"))
+
+# Margins the synthetic expert must clear (the measured worst case over seeds x threads x corpora
+# is in docs/evaluation.md; each bar leaves at least 2x room below it):
+MIN_LSE_C_OWN = 0.10  # own LSE-C: the sync dip itself (the failing run on issue 14 had 0.020)
+MIN_LSE_C_RATIO = 2.0  # own LSE-C >= 2 x another clip's LSE-C
+MIN_PEAK_GAP = 0.005  # min_{k != 0} D(k) - D(0) of the own audio: offset 0 wins by this much
+MIN_LSE_D_GAP = 0.10  # another clip's LSE-D - own LSE-D
+MIN_D0_GAP_SHIFT = 0.10  # D(0) of audio shifted by +-10 frames - own D(0)
+MAX_C0_SHIFT_SHARE = 0.5  # C(0) of shifted audio <= half of own LSE-C
 
 
-def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path):
+@pytest.fixture(scope="module")
+def torch_threads(one_torch_thread: None) -> int:
+    """One thread (conftest), unless $DAETALKER_TEST_THREADS asks for more (bench/stability.py)."""
+    n = int(os.environ.get("DAETALKER_TEST_THREADS", "1"))
+    torch.set_num_threads(n)
+    return n
+
+
+def record_margins(test: str, seed: int, figures: dict, **extra) -> None:
+    """Append this run's margin figures to $DAETALKER_MARGINS_OUT (JSON lines) when set."""
+    path = os.environ.get("DAETALKER_MARGINS_OUT")
+    if path:
+        row = {"test": test, "seed": seed, "threads": torch.get_num_threads(), **extra, **figures}
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path, overrides: list[str] = SMALL):
     from daetalker.config import load_config
     from daetalker.evaluate.syncnet import load_syncnet
     from daetalker.evaluate.syncnet_train import train_syncnet
 
-    result = train_syncnet(data, out, load_config("tiny", None, SMALL).syncnet, progress=False)
+    result = train_syncnet(data, out, load_config("tiny", None, overrides).syncnet, progress=False)
     model = load_syncnet(result.checkpoint)
     clips = load_heldout(data, splits)
     rows = calibrate(model, clips)
     return result, rows, {c.clip_id: offset_recovery(model, c) for c in clips}
 
 
-@pytest.mark.slow
-def test_synthetic_speaker_heldout_clips_are_calibrated(tmp_path: Path) -> None:
-    """Trained on the corpus' train split, scored on val + test: every property holds, shifts found +-1."""
+@pytest.fixture(scope="module")
+def synthetic_speaker(tmp_path_factory: pytest.TempPathFactory, torch_threads: int) -> Path:
+    """The preprocessed synthetic corpus (SYNTH_MINUTES, CORPUS_SEED), shared by the seeds."""
     from daetalker.config import load_config
     from daetalker.config.synth import SynthConfig
     from daetalker.data.preprocess import preprocess_dataset
     from daetalker.synth.corpus import synth_corpus
 
-    synth_corpus(tmp_path / "src", minutes=0.5, seed=3, cfg=SynthConfig(size=128), progress=False)
-    preprocess_dataset(tmp_path / "src", tmp_path / "data", load_config("tiny").preprocess, workers=1)
-    result, rows, recovery = train_and_calibrate(tmp_path / "data", ("val", "test"), tmp_path / "syncnet")
-    table = format_rows(rows) + "\n" + format_recovery(recovery)
+    root = tmp_path_factory.mktemp("synthetic-speaker")
+    synth_corpus(root / "src", minutes=SYNTH_MINUTES, seed=CORPUS_SEED, cfg=SynthConfig(size=128), progress=False)
+    preprocess_dataset(root / "src", root / "data", load_config("tiny").preprocess, workers=1)
+    return root / "data"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", TEST_SEEDS)
+def test_synthetic_speaker_heldout_clips_are_calibrated(synthetic_speaker: Path, seed: int, tmp_path: Path) -> None:
+    """Trained on the corpus' train split, scored on val + test: every property holds with room.
+
+    Exactly, not +-1: own audio at offset 0, audio shifted by +-10 found at +-10 and
+    audio rolled by k = -5..5 at k. The expert guarantees this because the own audio's
+    D(0) undercuts every other offset by >= MIN_PEAK_GAP (measured worst 0.013, 2.6x
+    room), and a roll only moves that dip. Beyond the signs that ``failures`` checks,
+    the sizes are asserted (MIN_*/MAX_* above): a verdict that only holds by 0.001
+    flips with the CPU's kernels and thread count, as this test did on issue 14 (0.5 min
+    corpus, lr 1e-3, 300 steps: own LSE-C 0.020 vs 0.021 for another clip's audio).
+    """
+    t0 = time.perf_counter()
+    result, rows, recovery = train_and_calibrate(synthetic_speaker, ("val", "test"), tmp_path / "syncnet",
+                                                 SYNTH_RECIPE + [f"syncnet.seed={seed}"])
+    per_clip = margins(rows, recovery)
+    worst = worst_margins(per_clip)
+    record_margins("synthetic_speaker", seed, worst, corpus_seed=CORPUS_SEED, clips=len(rows),
+                   accuracy={s: m["accuracy"] for s, m in result.heldout.items()},
+                   seconds=round(time.perf_counter() - t0, 1))
+    table = (format_rows(rows) + "\n" + format_recovery(recovery) + "\nworst margins: "
+             + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
     assert len(rows) >= 2 and all(r.scores["own"].weights_sha256 == result.sha256 for r in rows)
-    assert failures(rows, recovery) == [], table
-    for r in rows:  # the protocol's own scores rank the mismatched audio last, and read at 0 the shifted too
-        own, other, shifted = r.scores["own"], r.scores["other"], r.scores["shift+10"]
-        assert own.lse_c > other.lse_c and own.lse_d < other.lse_d, table
-        assert shifted.lse_c0 < own.lse_c / 2 and shifted.lse_d0 > own.lse_d0, table
+    assert failures(rows, recovery, tolerance=0) == [], table
+    assert worst["lse_c_own"] >= MIN_LSE_C_OWN, table
+    assert worst["lse_c_ratio"] >= MIN_LSE_C_RATIO, table
+    assert worst["peak_gap"] >= MIN_PEAK_GAP, table
+    assert worst["lse_d_gap"] >= MIN_LSE_D_GAP, table
+    assert worst["d0_gap_shift"] >= MIN_D0_GAP_SHIFT, table
+    assert worst["c0_shift_share"] <= MAX_C0_SHIFT_SHARE, table
 
 
 @pytest.mark.slow

@@ -129,6 +129,70 @@ def failures(rows: list[CalibrationRow], recovery: dict[str, dict[int, int]] | N
     return out
 
 
+def margins(rows: list[CalibrationRow], recovery: dict[str, dict[int, int]] | None = None) -> dict[str, dict[str, float]]:
+    """How far each clip is from failing each property: clip_id -> figures (the worst over its tracks).
+
+    ``failures`` says whether a property holds; these say by how much, so a test can
+    require room rather than a sign, and a stability check can compare seeds and
+    threads. Distances are in the expert's units (L2-normalised embeddings: 0..sqrt 2).
+
+    - ``own_offset``: AV offset of the own audio;
+    - ``peak_gap``: min over k != 0 of D(k) - D(0) for the own audio: > 0 iff the own
+      audio is found at offset 0 exactly, and how much noise that verdict survives;
+    - ``peak_gap_rel``: ``peak_gap`` / own LSE-C (the share of the sync dip that is
+      the margin of the argmin);
+    - ``lse_c_own`` / ``lse_c_other``: LSE-C of the own and the other audio;
+    - ``lse_c_ratio``: own LSE-C / other LSE-C (> 1: the other audio is less confident);
+    - ``lse_d_gap``: other LSE-D - own LSE-D (> 0: the other audio is worse);
+    - ``d0_gap_other`` / ``c0_gap_other``: other D(0) - own D(0), own C(0) - other C(0);
+    - ``d0_gap_shift``: min over the shifted tracks of their D(0) - own D(0);
+    - ``c0_shift_share``: max over the shifted tracks of their C(0) / own LSE-C (< 1: worse);
+    - ``shift_offset_err``: max over the shifted tracks of |reported offset - shift|;
+    - ``recovery_err``: max over the rolled tracks of |reported offset - k| (NaN without ``recovery``).
+    """
+    out = {}
+    for r in rows:
+        own, other = r.scores["own"], r.scores["other"]
+        shifted = {name: s for name, s in r.scores.items() if name.startswith("shift")}
+        others = np.delete(own.dists, (len(own.dists) - 1) // 2)
+        found = (recovery or {}).get(r.clip_id)
+        out[r.clip_id] = {
+            "own_offset": float(own.offset),
+            "peak_gap": float(others.min() - own.lse_d0),
+            "peak_gap_rel": float((others.min() - own.lse_d0) / max(own.lse_c, 1e-9)),
+            "lse_c_own": own.lse_c,
+            "lse_c_other": other.lse_c,
+            "lse_c_ratio": own.lse_c / max(other.lse_c, 1e-9),
+            "lse_d_gap": other.lse_d - own.lse_d,
+            "d0_gap_other": other.lse_d0 - own.lse_d0,
+            "c0_gap_other": own.lse_c0 - other.lse_c0,
+            "d0_gap_shift": min(s.lse_d0 - own.lse_d0 for s in shifted.values()),
+            "c0_shift_share": max(s.lse_c0 for s in shifted.values()) / max(own.lse_c, 1e-9),
+            "shift_offset_err": float(max(abs(s.offset - int(n[len("shift"):])) for n, s in shifted.items())),
+            "recovery_err": float(max(abs(o - k) for k, o in found.items())) if found else float("nan"),
+        }
+    return out
+
+
+# figure -> True where larger is better: the worst clip is the min of those, the max of the others
+MARGIN_HIGHER_IS_BETTER = {"own_offset": False, "peak_gap": True, "peak_gap_rel": True, "lse_c_own": True,
+                           "lse_c_other": False, "lse_c_ratio": True, "lse_d_gap": True, "d0_gap_other": True,
+                           "c0_gap_other": True, "d0_gap_shift": True, "c0_shift_share": False,
+                           "shift_offset_err": False, "recovery_err": False}
+
+
+def worst_margins(per_clip: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The worst value of each ``margins`` figure over the clips (``own_offset``: the largest |offset|)."""
+    worst = {}
+    for key, higher in MARGIN_HIGHER_IS_BETTER.items():
+        values = [m[key] for m in per_clip.values()]
+        if key == "own_offset":
+            worst[key] = max(values, key=abs)
+        else:
+            worst[key] = min(values) if higher else max(values)
+    return worst
+
+
 def time_split(data_dir: Path, out_dir: Path, train_fraction: float = 0.5) -> Path:
     """A dataset of every clip's first ``train_fraction`` (split train) and the rest (split test).
 

@@ -17,8 +17,9 @@ normalisation. Its embeddings are 1024-d and unnormalised.
 
 ``LightSyncNet`` is Wav2Lip's expert recipe at CPU size: the lower half of the
 crop, the 5 frames stacked as 15 channels, ReLU'd and L2-normalised embeddings
-(so distances lie in [0, sqrt 2]); it standardises MFCC with training-set
-statistics kept as buffers, so a checkpoint carries everything it needs.
+(so distances lie in [0, sqrt 2]); it standardises MFCC, and its lip view (minus the
+mean face, pixel by pixel), with training-set statistics kept as buffers, so a
+checkpoint carries everything it needs.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from daetalker.evaluate.mfcc import MFCC_PER_FRAME, N_MFCC
 LIP_FRAMES = 5  # video frames per window (0.2 s at 25 fps)
 MFCC_STEPS = 20  # MFCC steps per window (0.2 s at 100 Hz)
 LIGHT_FORMAT = "daetalker-syncnet-light-v1"
+LIP_STATS = {"lip_mean", "lip_std"}  # buffers added after v1's first checkpoints: optional on load
 
 
 class SyncNetLike(Protocol):
@@ -197,6 +199,13 @@ class LightSyncNet(nn.Module):
         # liftered coefficients ~ +-40; the trainer sets these from the training clips.
         self.register_buffer("mfcc_mean", torch.zeros(N_MFCC))
         self.register_buffer("mfcc_std", torch.ones(N_MFCC))
+        # Lip standardisation: the training frames' mean face (per pixel) and the spread around it
+        # (per colour channel). Without it the lip embedding is the mean face's: its cosine to its own
+        # mean is 0.996 at initialisation, and the sync signal, proportional to its spread, can stay at
+        # chance for 1500+ steps (docs/evaluation.md, "Stability of the calibration test").
+        # Identity (zeros / ones) in checkpoints written before it existed.
+        self.register_buffer("lip_mean", torch.zeros(3, *self.lip_size))
+        self.register_buffer("lip_std", torch.ones(3))
 
     @classmethod
     def from_config(cls, cfg: SyncNetConfig) -> "LightSyncNet":
@@ -212,6 +221,7 @@ class LightSyncNet(nn.Module):
 
     def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
         assert x.shape[1:] == (3, LIP_FRAMES, *self.lip_size), tuple(x.shape)
+        x = (x - self.lip_mean[:, None]) / self.lip_std[:, None, None, None]
         e = self.lip(x.flatten(1, 2))  # (B, 15, h, w) -> (B, D)
         return F.normalize(e, dim=1)
 
@@ -278,7 +288,11 @@ def load_syncnet(path: Path) -> SyncNetLike:
         arch = json.loads(state["arch"])
         model: nn.Module = LightSyncNet(lip_size=tuple(arch["lip_size"]), lip_channels=tuple(arch["lip_channels"]),
                                         audio_channels=tuple(arch["audio_channels"]), embed_dim=arch["embed_dim"])
-        model.load_state_dict(state["model"])
+        result = model.load_state_dict(state["model"], strict=False)
+        missing = set(result.missing_keys) - LIP_STATS  # older checkpoints: identity lip statistics
+        if missing or result.unexpected_keys:
+            raise CheckpointError(f"{path}: not a LightSyncNet state (missing {sorted(missing)[:4]}, "
+                                  f"unexpected {result.unexpected_keys[:4]}); retrain with `daetalker train-syncnet`")
     elif isinstance(state, dict) and any(str(k).startswith("netcnnaud.") for k in state):
         model = _official_from_state(state, path)
     else:

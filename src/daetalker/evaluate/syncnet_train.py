@@ -91,6 +91,15 @@ def _negative(rng: np.random.Generator, clips: list[SyncClip], c: int, i: int, c
     return c, i + int(rng.choice(shifts))
 
 
+def set_lip_statistics(model: LightSyncNet, clips: list[SyncClip]) -> None:
+    """The lip view's mean face (per pixel) and spread around it (per channel) over the training frames."""
+    n = sum(len(c.lips) for c in clips)
+    mean = sum(c.lips.float().sum(dim=0) for c in clips) / n  # (3, h, w)
+    var = sum(((c.lips.float() - mean) ** 2).sum(dim=(0, 2, 3)) for c in clips) / (n * mean[0].numel())  # (3,)
+    model.lip_mean.copy_(mean)
+    model.lip_std.copy_(var.sqrt().clamp_min(1e-3))
+
+
 def make_pairs(rng: np.random.Generator, clips: list[SyncClip], starts: list[tuple[int, int]],
                labels: np.ndarray, cfg: SyncNetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(clip, window) starts and 0/1 labels -> lip (B, 3, 5, h, w), MFCC (B, 1, 13, 20), labels (B,)."""
@@ -170,6 +179,7 @@ def train_syncnet(data_dir: Path, out_dir: Path, cfg: SyncNetConfig, logger: Tra
     all_mfcc = torch.cat([c.mfcc for c in train], dim=1)
     model.mfcc_mean.copy_(all_mfcc.mean(dim=1))
     model.mfcc_std.copy_(all_mfcc.std(dim=1).clamp_min(1e-3))
+    set_lip_statistics(model, train)
 
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     weights = np.array([c.n_windows for c in train], dtype=np.float64)
