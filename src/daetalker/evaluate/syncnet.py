@@ -271,7 +271,7 @@ def load_syncnet(path: Path) -> SyncNetLike:
     The returned model's ``weights_sha256`` is the sha256 of the file: every LSE
     value is stored with it, since LSE numbers depend on the weights.
     """
-    from daetalker.train.checkpoint import file_sha256, load_checkpoint
+    from daetalker.checkpoint import file_sha256, load_checkpoint
 
     path = Path(path)
     if not path.is_file():

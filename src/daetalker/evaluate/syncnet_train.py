@@ -35,7 +35,8 @@ from daetalker.errors import DaetalkerError, InputMediaError
 from daetalker.evaluate.lse import lse_from_embeddings
 from daetalker.evaluate.mfcc import SAMPLE_RATE, SAMPLES_PER_FRAME, protocol_mfcc
 from daetalker.evaluate.syncnet import LIP_FRAMES, LightSyncNet, light_checkpoint, lip_windows, mfcc_windows
-from daetalker.train.loop import NullLogger, TrainLogger, default_logger
+from daetalker.checkpoint import save_checkpoint, verify
+from daetalker.train.loop import NullLogger, StepLoop, TrainLogger, default_logger
 
 HELD_OUT = ("val", "test")
 REPORT = "syncnet_report.json"
@@ -89,6 +90,14 @@ def _negative(rng: np.random.Generator, clips: list[SyncClip], c: int, i: int, c
     if not shifts:
         raise DaetalkerError(f"clip {clips[c].clip_id}: too short for an off-sync window; add clips or lower vshift")
     return c, i + int(rng.choice(shifts))
+
+
+def set_input_statistics(model: LightSyncNet, clips: list[SyncClip]) -> None:
+    """Standardise both views by the training clips: MFCC per coefficient, lips as below."""
+    mfcc = torch.cat([c.mfcc for c in clips], dim=1)  # (13, steps)
+    model.mfcc_mean.copy_(mfcc.mean(dim=1))
+    model.mfcc_std.copy_(mfcc.std(dim=1).clamp_min(1e-3))
+    set_lip_statistics(model, clips)
 
 
 def set_lip_statistics(model: LightSyncNet, clips: list[SyncClip]) -> None:
@@ -161,31 +170,21 @@ class SyncNetTrainResult:
 def train_syncnet(data_dir: Path, out_dir: Path, cfg: SyncNetConfig, logger: TrainLogger | None = None,
                   progress: bool | None = None) -> SyncNetTrainResult:
     """Train from scratch for ``cfg.max_steps`` steps, evaluate on val/test, write checkpoint and report."""
-    from tqdm import tqdm
-
-    from daetalker.train.checkpoint import save_checkpoint, verify
-
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     logger = logger or (default_logger() if cfg.mlflow else NullLogger())
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = LightSyncNet.from_config(cfg)
     train = load_split(data_dir, ("train",), model)
-    heldout = {s: load_split(data_dir, (s,), model) for s in HELD_OUT}
-    heldout = {s: c for s, c in heldout.items() if c}
+    heldout = {s: c for s in HELD_OUT if (c := load_split(data_dir, (s,), model))}
     if not train or not heldout:
         raise DaetalkerError(f"{data_dir / 'manifest.parquet'}: need clips of >= 6 frames in the train split and in "
                              "val or test (preprocess with val_fraction/test_fraction > 0)")
-    all_mfcc = torch.cat([c.mfcc for c in train], dim=1)
-    model.mfcc_mean.copy_(all_mfcc.mean(dim=1))
-    model.mfcc_std.copy_(all_mfcc.std(dim=1).clamp_min(1e-3))
-    set_lip_statistics(model, train)
-
+    set_input_statistics(model, train)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     weights = np.array([c.n_windows for c in train], dtype=np.float64)
-    t0 = time.perf_counter()
-    show = sys.stderr.isatty() if progress is None else progress
-    for step in tqdm(range(1, cfg.max_steps + 1), desc="train-syncnet", disable=not show):
+
+    def update(step: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         model.train()
         cs = rng.choice(len(train), size=cfg.batch_size, p=weights / weights.sum())
         starts = [(int(c), int(rng.integers(train[c].n_windows))) for c in cs]
@@ -195,13 +194,19 @@ def train_syncnet(data_dir: Path, out_dir: Path, cfg: SyncNetConfig, logger: Tra
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % cfg.log_every == 0 or step == cfg.max_steps:
-            logger.log_metrics(step, {"syncnet/loss": loss.item(),
-                                    "syncnet/train_acc": ((p > 0.5) == y).float().mean().item()})
-        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.max_steps:
-            first = next(iter(heldout))
-            metrics = evaluate_expert(model, heldout[first], cfg)
-            logger.log_metrics(step, {f"syncnet/{first}_{k}": v for k, v in metrics.items()})
+        return {"syncnet/loss": loss.detach(), "syncnet/train_acc": ((p > 0.5) == y).float().mean()}, {}
+
+    def validate(done: int, final: bool) -> dict[str, float]:
+        split = next(iter(heldout))  # the first held-out split, while training; all of them at the end
+        metrics = {f"syncnet/{split}_{k}": v for k, v in evaluate_expert(model, heldout[split], cfg).items()}
+        logger.log_metrics(done, metrics)
+        return metrics
+
+    t0 = time.perf_counter()
+    loop = StepLoop("train-syncnet", 0, cfg.max_steps, cfg.log_every, cfg.batch_size, "pairs_per_s",
+                    torch.device("cpu"), logger=logger, progress=sys.stderr.isatty() if progress is None else progress)
+    loop.run(update, [(lambda done, final: bool(cfg.eval_every) and done % cfg.eval_every == 0 and not final,
+                       validate)])
 
     results = {s: evaluate_expert(model, c, cfg) for s, c in heldout.items()}
     for s, m in results.items():
