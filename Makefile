@@ -42,7 +42,7 @@ setup: system-deps $(STAMP)
 	@echo "setup done: $(BIN)/daetalker"
 
 demo: setup
-	$(BIN)/daetalker pipeline run --out $(DEMO_DIR) --profile tiny
+	$(BIN)/daetalker pipeline run --out $(DEMO_DIR) --profile tiny --minutes 3
 	$(BIN)/daetalker registry history synthetic
 
 test: setup

@@ -63,7 +63,7 @@ def main() -> None:
     noises = {
         "reference": (reference_noise(t.dae, t.reference_frame, steps=args.steps, schedule=sched), False),
         "other_train_frame": (reference_noise(t.dae, np.array(other_frame), steps=args.steps, schedule=sched), False),
-        "random": (shared_noise(d.image_size, 0), True),
+        "random": (shared_noise(t.dae.image_size, 0, channels=t.dae.channels), True),
     }
     rows = []
     with tempfile.TemporaryDirectory() as work:
@@ -75,7 +75,7 @@ def main() -> None:
             size = frames.shape[1]
             gt_mouth = pd.read_parquet(clip / "labels.parquet")["mouth_open"].to_numpy(np.float64)[sel]
             with torch.no_grad():
-                z_own = t.dae.encode(to_model_range(np.array(frames[sel]), d.image_size))
+                z_own = t.dae.encode_frames(to_model_range(np.array(frames[sel]), t.dae.pixel_size))
             mel = np.load(clip / "mel.npy", mmap_mode="r")
             z_s2l = torch.cat([z for _, z in predict_latents(t.s2l, mel, n, None, chunk_frames=250, context_frames=50)])
             z_s2l = (z_s2l * t.latent_std + t.latent_mean)[sel]
@@ -84,7 +84,7 @@ def main() -> None:
                     out = torch.cat(list(decode_latents(t.dae, z, x_T, steps=args.steps, schedule=sched,
                                                         batch_size=64, clip_x0=clip_x0)))  # fmt: skip
                     up = to_uint8(F.interpolate(out, size=(size, size), mode="bicubic", align_corners=False))
-                    mp4, vsize = Path(work) / "v.mp4", max(VIDEO_SIZE, d.image_size)  # as generate writes it
+                    mp4, vsize = Path(work) / "v.mp4", max(VIDEO_SIZE, t.dae.pixel_size)  # as generate writes it
                     writer = _Mp4Writer(mp4, vsize, clip / "audio.wav", len(up))
                     writer.write(to_uint8(F.interpolate(out, size=(vsize, vsize), mode="bicubic", align_corners=False)))
                     writer.close()

@@ -77,7 +77,7 @@ def main() -> None:
             real = np.array(frames[np.arange(0, len(frames), args.every)])
             crop = real.shape[1]
             with torch.no_grad():
-                z = t.dae.encode(to_model_range(real, d.image_size))
+                z = t.dae.encode_frames(to_model_range(real, t.dae.pixel_size))
             gen = torch.cat(list(decode_latents(t.dae, z, x_T, steps=args.steps, schedule=sched, batch_size=64,
                                                 clip_x0=False)))  # fmt: skip
             sources = {"generated": gen, "real": to_model_range(real, crop)}

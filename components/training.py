@@ -1,4 +1,4 @@
-"""Components of the training stages: DAE, latent extraction, speech2latent.
+"""Components of the training stages: first-stage autoencoder, DAE, latent extraction, speech2latent.
 
 ``*_job`` variants train on N nodes x M GPUs as a PyTorchJob (cluster only);
 they wait in a small CPU pod and hand on the same artifacts as the in-process ones.
@@ -10,15 +10,31 @@ from components import CPU_IMAGE, GPU_IMAGE
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
-def train_dae(ctx: str, versioned: str, model: dsl.Output[dsl.Model]) -> str:
-    """Train the diffusion autoencoder (daetalker train-dae); checkpoints land in ``model``."""
+def train_autoencoder(ctx: str, versioned: str, model: dsl.Output[dsl.Model]) -> str:
+    """First stage of a latent-space DAE (daetalker train-autoencoder) into ``model``; skipped for pixel space."""
     import json
 
-    from daetalker.stages.steps import train_dae_step
+    from daetalker.stages.steps import train_autoencoder_step
+
+    model.metadata["data_hash"] = json.loads(versioned)["data_hash"]
+    return json.dumps(train_autoencoder_step(ctx, model.path))
+
+
+@dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)
+def train_dae(ctx: str, versioned: str, first_stage: str, autoencoder: dsl.Input[dsl.Model],
+              model: dsl.Output[dsl.Model]) -> str:
+    """Train the diffusion autoencoder (daetalker train-dae); checkpoints land in ``model``.
+
+    ``first_stage``: train_autoencoder's output; its checkpoint ("" when skipped) lies in ``autoencoder``."""
+    import json
+
+    from daetalker.stages.steps import in_artifact, train_dae_step
 
     data_hash = json.loads(versioned)["data_hash"]
     model.metadata["data_hash"] = data_hash
-    return json.dumps(train_dae_step(ctx, model.path, data_hash))
+    checkpoint = json.loads(first_stage)["checkpoint"]
+    checkpoint = checkpoint and in_artifact(checkpoint, autoencoder.path)
+    return json.dumps(train_dae_step(ctx, model.path, data_hash, checkpoint))
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)

@@ -46,6 +46,9 @@ class StepConsole(io.TextIOBase):
     def __init__(self, log_dir: Path, terminal: TextIO | None = None, bar: bool | None = None) -> None:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        for old in self.log_dir.glob("[0-9][0-9]-*.log"):  # an earlier run's steps, numbered differently
+            if old.name != "00-pipeline.log":
+                old.unlink()
         self.terminal = terminal or sys.__stderr__
         self.bar = self.terminal.isatty() if bar is None else bar
         self.steps: list[Step] = []

@@ -19,7 +19,8 @@ NAME = "retrain-speaker"
 
 def build(cluster: ClusterSettings | None = None):
     @dsl.pipeline(name=NAME, description="DAE-Talker: dataset revision (DVC md5) -> preprocess -> validate -> DVC "
-                                         "-> DAE -> latents -> speech2latent -> bundle -> evaluate -> gate + promote")
+                                         "-> (autoencoder) -> DAE -> latents -> speech2latent -> bundle -> evaluate -> "
+                                         "gate + promote")
     def retrain_speaker(speaker: str, data_rev: str = "", profile: str = "base128", thresholds: str = "",
                         dae_nodes: int = 0, s2l_nodes: int = 0, gpus_per_node: int = 1,
                         workspace_root: str = cluster.workspace_root if cluster else ".state/workspaces") -> str:

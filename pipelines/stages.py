@@ -14,7 +14,8 @@ from kfp import dsl
 from components.data import preprocess, validate, version_data
 from components.evaluation import evaluate, train_syncnet
 from components.registry import package_model, register_and_gate
-from components.training import extract_latents, train_dae, train_dae_job, train_s2l, train_s2l_job
+from components.training import (extract_latents, train_autoencoder, train_dae, train_dae_job, train_s2l,
+                                 train_s2l_job)
 from daetalker.kubeflow.cluster import ClusterSettings
 
 
@@ -31,15 +32,26 @@ def _job_settings(cluster: ClusterSettings) -> str:
     return replace(cluster, tasks={}).to_json()
 
 
-def train_dae_stage(ctx: Any, versioned: Any, cluster: ClusterSettings | None, nodes: Any,
+def first_stage_stage(ctx: Any, versioned: Any) -> Any:
+    """The first-stage autoencoder a latent-space DAE diffuses in.
+
+    The task is in every graph (the profile, and so ``dae.space``, is a run parameter) and trains
+    only when the run's config says ``dae.space: latent``; otherwise it returns at once with no
+    checkpoint, and train-dae trains in pixel space.
+    """
+    return train_autoencoder(ctx=ctx, versioned=versioned).set_display_name("train autoencoder (latent DAE)")
+
+
+def train_dae_stage(ctx: Any, versioned: Any, first_stage: Any, cluster: ClusterSettings | None, nodes: Any,
                     gpus_per_node: Any) -> tuple[Any, Any]:  # fmt: skip
+    first = {"first_stage": first_stage.outputs["Output"], "autoencoder": first_stage.outputs["model"]}
     if cluster is None:
-        return _trained(train_dae(ctx=ctx, versioned=versioned).set_display_name("train DAE"), None)
+        return _trained(train_dae(ctx=ctx, versioned=versioned, **first).set_display_name("train DAE"), None)
     with dsl.If(nodes > 0, "DAE as a PyTorchJob"):
         job = train_dae_job(ctx=ctx, versioned=versioned, nodes=nodes, gpus_per_node=gpus_per_node,
                             cluster=_job_settings(cluster)).set_display_name("train DAE (PyTorchJob)")  # fmt: skip
     with dsl.Else("DAE in this pod"):
-        local = train_dae(ctx=ctx, versioned=versioned).set_display_name("train DAE")
+        local = train_dae(ctx=ctx, versioned=versioned, **first).set_display_name("train DAE")
     return _trained(local, job)
 
 
@@ -60,7 +72,8 @@ def train_s2l_stage(ctx: Any, extracted: Any, latents: Any, cluster: ClusterSett
 def train_and_release(ctx: Any, raw: Any, *, cluster: ClusterSettings | None, thresholds: Any = "",
                       reason: str = "pipeline train-speaker", dae_nodes: Any = 0, s2l_nodes: Any = 0,
                       gpus_per_node: Any = 1) -> Any:  # fmt: skip
-    """preprocess -> validate -> DVC -> DAE -> latents -> speech2latent -> bundle -> SyncNet + evaluate -> gate.
+    """preprocess -> validate -> DVC -> (autoencoder) -> DAE -> latents -> speech2latent -> bundle -> SyncNet +
+    evaluate -> gate.
 
     ``raw`` is the output of the step that put the footage into the workspace.
     Returns the register + gate task (never cached: it changes the registry).
@@ -71,7 +84,8 @@ def train_and_release(ctx: Any, raw: Any, *, cluster: ClusterSettings | None, th
     if cluster is None:  # locally these act on the checkout, which may have changed: rerun (they reuse their work)
         for task in (data, checked, versioned):
             task.set_caching_options(False)
-    trained_dae, dae_model = train_dae_stage(ctx, versioned.output, cluster, dae_nodes, gpus_per_node)
+    first_stage = first_stage_stage(ctx, versioned.output)
+    trained_dae, dae_model = train_dae_stage(ctx, versioned.output, first_stage, cluster, dae_nodes, gpus_per_node)
     latents = extract_latents(ctx=ctx, trained=trained_dae, dae=dae_model).set_display_name("extract latents")
     trained_s2l, s2l_model = train_s2l_stage(ctx, latents.outputs["Output"], latents.outputs["latents"], cluster,
                                              s2l_nodes, gpus_per_node)  # fmt: skip

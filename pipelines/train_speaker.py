@@ -14,8 +14,8 @@ from daetalker.kubeflow.cluster import ClusterSettings, apply_to_pipeline
 from pipelines.stages import train_and_release
 
 NAME = "train-speaker"
-DESCRIPTION = ("DAE-Talker: corpus -> preprocess -> validate -> DVC -> DAE -> latents -> speech2latent -> "
-               "bundle + sample video -> SyncNet + evaluate -> register + gate")
+DESCRIPTION = ("DAE-Talker: corpus -> preprocess -> validate -> DVC -> (autoencoder) -> DAE -> latents -> "
+               "speech2latent -> bundle + sample video -> SyncNet + evaluate -> register + gate")
 
 
 def build(cluster: ClusterSettings | None = None):

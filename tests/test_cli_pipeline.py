@@ -262,13 +262,15 @@ def test_gate_step_records_the_new_evaluation_and_gates_on_it(mlflow_server, tmp
     from daetalker.registry.promote import promote
 
     client, name = MlflowClient(mlflow_server), "talker-evalpromo"
-    base = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0}
+    face = {"face_found_rate": 1.0, "lse_c_vs_gt": 0.9}  # a face in every frame, lips in sync (issue 16 floors)
+    base = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0, **face}
     champion = _version(client, name, base)
     promote("evalpromo", champion, "first model", origin="manual")
-    candidate = _version(client, name, {"lse_c": 2.0, "lse_d": 9.5, "fid": 80.0, "pose_mae": 20.0})  # fails as registered
+    candidate = _version(client, name, {"lse_c": 2.0, "lse_d": 9.5, "fid": 80.0, "pose_mae": 20.0,
+                                        **face})  # fails as registered
     ctx = RunContext(speaker="evalpromo", profile="base128", workspace=str(tmp_path),
                      tags={"daetalker.data_rev": REV}).to_json()
-    better = _evaluation(client, {"lse_c": 6.4, "lse_d": 6.8, "fid": 28.0, "pose_mae": 2.8, "psnr": 30.0})
+    better = _evaluation(client, {"lse_c": 6.4, "lse_d": 6.8, "fid": 28.0, "pose_mae": 2.8, "psnr": 30.0, **face})
     out = promote_version_step(ctx, candidate, json.dumps({"eval_run_id": better, "report": "r.html",
                                                            "metrics": "m.json"}), "", "re-scored on new clips")
     assert out["passed"] is True and out["aliases"] == {"champion": candidate, "challenger": candidate}
@@ -283,5 +285,5 @@ def test_gate_step_records_the_new_evaluation_and_gates_on_it(mlflow_server, tmp
     assert out["passed"] is False and out["aliases"] == {"champion": candidate, "challenger": third}
 
     no_metrics = _evaluation(client, {"psnr": 1.0})
-    with pytest.raises(RegistryError, match="has no lse_c, lse_d, fid, pose_mae"):
+    with pytest.raises(RegistryError, match="has no lse_c, lse_d, fid, pose_mae, face_found_rate, lse_c_vs_gt"):
         promote_version_step(ctx, third, json.dumps({"eval_run_id": no_metrics, "report": "r", "metrics": "m"}))

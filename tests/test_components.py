@@ -138,9 +138,17 @@ def versioned(ctx: str, validated: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def dae(ctx: str, versioned: str, arts: Artifacts) -> tuple[str, Any]:
+def first_stage(ctx: str, versioned: str, arts: Artifacts) -> tuple[str, Any]:
+    """The chain's DAE diffuses pixels (MICRO_DAE): the task returns at once, with no checkpoint."""
+    model = arts.output(dsl.Model, "train-autoencoder", "model")
+    return training_c.train_autoencoder.python_func(ctx=ctx, versioned=versioned, model=model), model
+
+
+@pytest.fixture(scope="module")
+def dae(ctx: str, versioned: str, first_stage, arts: Artifacts) -> tuple[str, Any]:
     model = arts.output(dsl.Model, "train-dae", "model")
-    return training_c.train_dae.python_func(ctx=ctx, versioned=versioned, model=model), model
+    return training_c.train_dae.python_func(ctx=ctx, versioned=versioned, first_stage=first_stage[0],
+                                            autoencoder=arts.input(first_stage[1]), model=model), model
 
 
 @pytest.fixture(scope="module")
@@ -305,6 +313,54 @@ def test_open_workspace_checks_the_published_revision_out_of_the_remote(opened, 
 
 
 # ---------------------------------------------------------------- training components
+
+
+def test_train_autoencoder_skips_for_a_pixel_space_dae(first_stage) -> None:
+    out_json, model = first_stage
+    out = loads(out_json)
+    assert out["checkpoint"] == "" and "'pixel'" in out["skipped"]
+    assert loads((Path(model.path) / "skipped.json").read_text()) == out  # the artifact exists either way
+
+
+# A latent-space DAE on the chain's data: the first stage (micro: 32 px -> 16x16x4, a few steps), then the
+# DAE task that takes it from its artifact.
+LATENT = ("dae.space=latent", "dae.image_size=32", "dae.dropout=0.0", "autoencoder.image_size=32",
+          "autoencoder.channels=[8,16]", "autoencoder.batch_size=8", "autoencoder.max_steps=4",
+          "autoencoder.ckpt_every=2", "autoencoder.log_every=2", "autoencoder.sample_every=0",
+          "autoencoder.sample_count=2", "autoencoder.eval_frames=4", "autoencoder.bf16=false")  # fmt: skip
+
+
+def test_train_autoencoder_trains_the_first_stage_that_train_dae_takes(ctx: str, versioned: str, arts: Artifacts,
+                                                                      mlflow_server: str, parent_run) -> None:
+    from mlflow import MlflowClient
+
+    from daetalker import checkpoint as ckpt_io
+    from daetalker.models.loading import load_first_stage
+
+    latent_ctx = replace(RunContext.from_json(ctx), overrides=(*OVERRIDES, *LATENT)).to_json()
+    model = arts.output(dsl.Model, "train-autoencoder-latent", "model")
+    trained = training_c.train_autoencoder.python_func(ctx=latent_ctx, versioned=versioned, model=model)
+    out = loads(trained)
+    assert Path(out["checkpoint"]) == Path(model.path) / "checkpoints" / "latest.pt" and out["final_step"] == 4
+    assert load_first_stage(out["checkpoint"])[2] == out["sha256"]
+    assert model.metadata["data_hash"] == loads(versioned)["data_hash"]
+    assert {"psnr", "ssim", "mouth_pearson", "m_lmd", "face_found_rate"} <= set(out["held_out"])
+    assert out["held_out"]["split"] == "held_out" and out["held_out"]["psnr"] > 0
+    runs = MlflowClient(mlflow_server).search_runs(
+        [parent_run.info.experiment_id], f"tags.`daetalker.step` = 'train-autoencoder' and "
+                                         f"tags.`mlflow.parentRunId` = '{parent_run.info.run_id}'")  # fmt: skip
+    assert len(runs) == 1 and runs[0].data.tags["first_stage_sha256"] == out["sha256"]
+    assert {"heldout_psnr", "heldout_ssim", "loss", "images_per_s"} <= set(runs[0].data.metrics)
+
+    dae_model = arts.output(dsl.Model, "train-dae-latent", "model")
+    dae_out = loads(training_c.train_dae.python_func(ctx=latent_ctx, versioned=versioned, first_stage=trained,
+                                                     autoencoder=arts.input(model), model=dae_model))  # fmt: skip
+    assert ckpt_io.load_checkpoint(dae_out["checkpoint"])["first_stage"]["sha256"] == out["sha256"]
+    # a checkpoint outside the declared input artifact would not reach the task's pod on a cluster
+    elsewhere = dsl.Model(name="model", uri=str(arts.root / "not-the-autoencoder"))
+    with pytest.raises(ValueError, match="declare its artifact as an input"):
+        training_c.train_dae.python_func(ctx=latent_ctx, versioned=versioned, first_stage=trained,
+                                         autoencoder=elsewhere, model=arts.output(dsl.Model, "refused-dae", "model"))
 
 
 def test_train_dae_checkpoints_into_its_model_artifact(dae, versioned: str) -> None:

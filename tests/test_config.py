@@ -20,14 +20,19 @@ def test_yaml_round_trip_is_lossless(profile, tmp_path):
 
 
 def test_profiles_select_sizes():
-    tiny, b128, p256 = (load_config(p) for p in PROFILES)
-    assert tiny.dae.image_size < b128.dae.image_size < p256.dae.image_size
+    tiny, pixel, b128, b128l, p256, p256l = (load_config(p) for p in PROFILES)
+    assert pixel.dae.image_size < b128.dae.image_size < p256.dae.image_size
     assert b128.dae.channel_mult == (1, 1, 2, 3, 4)
     assert p256.dae.enc_channel_mult == (1, 1, 2, 2, 4, 4, 4)
     # the DAE may train below the crop resolution (frames are resized on load), never above it
-    for cfg in (tiny, b128, p256):
+    for cfg in (tiny, pixel, b128, b128l, p256, p256l):
         assert cfg.dae.image_size <= cfg.preprocess.resolution
     assert tiny.profile == "tiny"
+    # latent profiles: 128 / 256 px frames from a 32x32x4 grid (factor 4 / 8)
+    for cfg, factor in ((tiny, 4), (b128l, 4), (p256l, 8)):
+        assert cfg.dae.space == "latent" and cfg.autoencoder.image_size == cfg.dae.image_size
+        assert (cfg.autoencoder.factor, cfg.autoencoder.latent_size, cfg.autoencoder.latent_channels) == (factor, 32, 4)
+    assert {pixel.dae.space, b128.dae.space, p256.dae.space} == {"pixel"} and tiny.dae.image_size == 128
 
 
 def test_override_types_and_precedence(tmp_path):
@@ -65,7 +70,7 @@ def test_unknown_key_in_yaml_names_it(tmp_path):
 
 
 def test_unknown_profile_and_malformed_override():
-    with pytest.raises(ConfigError, match="tiny, base128, paper256"):
+    with pytest.raises(ConfigError, match="tiny, tiny-pixel, base128, base128-latent, paper256, paper256-latent"):
         load_config("huge")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_override("dae.lr")

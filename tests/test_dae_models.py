@@ -9,6 +9,7 @@ from daetalker.config import DAEConfig, load_config
 from daetalker.diffusion import eps_loss, linear_schedule, q_sample
 from daetalker.models import DiffusionAutoencoder, count_parameters
 from daetalker.models.encoder import LatentNorm
+from daetalker.models.first_stage import FirstStage
 from daetalker.models.nn_blocks import AttentionBlock, norm_groups
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
@@ -22,7 +23,9 @@ MICRO = DAEConfig(
 
 def _meta_params(profile: str) -> int:
     with torch.device("meta"):  # count without allocating 170M floats
-        return count_parameters(DiffusionAutoencoder.from_config(load_config(profile).dae))
+        cfg = load_config(profile)
+        first = FirstStage.from_config(cfg.autoencoder) if cfg.dae.space == "latent" else None
+        return count_parameters(DiffusionAutoencoder.from_config(cfg.dae, first))
 
 
 @pytest.mark.parametrize("profile,reference", [("base128", 128.5e6), ("paper256", 168.5e6)])
@@ -32,7 +35,7 @@ def test_reference_profiles_match_diffae_sizes(profile, reference):
 
 
 def test_tiny_profile_is_cpu_sized():
-    assert _meta_params("tiny") < 5e6
+    assert _meta_params("tiny") < 5e6 and _meta_params("tiny-pixel") < 5e6
 
 
 def test_group_norm_groups():

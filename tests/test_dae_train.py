@@ -30,9 +30,9 @@ from daetalker.train.sampler import ResumableShardedSampler
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # micro models: threads only cost
 
 MICRO = [
-    "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]", "dae.enc_channel_mult=[1,2]",
-    "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]", "dae.embed_dim=32",
-    "dae.latent_dim=16", "dae.dropout=0.1", "dae.batch_size=8", "dae.max_steps=24", "dae.ckpt_every=4",
+    "dae.space=pixel", "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]",
+    "dae.enc_channel_mult=[1,2]", "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]",
+    "dae.embed_dim=32", "dae.latent_dim=16", "dae.dropout=0.1", "dae.batch_size=8", "dae.max_steps=24", "dae.ckpt_every=4",
     "dae.log_every=1", "dae.sample_every=0", "dae.sample_steps=3", "dae.sample_count=2", "dae.num_workers=0",
     "dae.bf16=false", "dae.channels_last=false", "dae.lr=1e-3", "dae.warmup_steps=3", "dae.ema_decay=0.9",
     "dae.latent_norm=true", "dae.latent_calib_frames=16", "dae.min_snr_gamma=5", "dae.lr_decay_steps=24",

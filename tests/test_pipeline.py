@@ -20,11 +20,13 @@ def test_compile_is_deterministic_and_loads_back(tmp_path):
     assert a == b
     spec = yaml.safe_load(a)
     tasks = spec["root"]["dag"]["tasks"]
-    assert {"synth-corpus", "preprocess", "validate", "version-data", "train-dae", "extract-latents",
-            "train-s2l", "package-model", "train-syncnet", "evaluate", "register-and-gate"} <= set(tasks)
+    assert {"synth-corpus", "preprocess", "validate", "version-data", "train-autoencoder", "train-dae",
+            "extract-latents", "train-s2l", "package-model", "train-syncnet", "evaluate",
+            "register-and-gate"} <= set(tasks)
     # the DAG is a chain: each stage waits for the one before it
     assert tasks["validate"]["dependentTasks"] == ["preprocess"]
-    assert tasks["train-dae"]["dependentTasks"] == ["version-data"]
+    assert tasks["train-autoencoder"]["dependentTasks"] == ["version-data"]
+    assert tasks["train-dae"]["dependentTasks"] == ["train-autoencoder", "version-data"]
     loaded = components.load_component_from_file(str(tmp_path / "a.yaml"))
     assert loaded.name == "train-speaker"
 
@@ -35,7 +37,7 @@ def test_components_are_thin_wrappers_over_steps():
     from components import data, evaluation, registry, training
 
     for comp in (data.synth_corpus, data.preprocess, data.validate, data.version_data,
-                 training.train_dae, training.extract_latents, training.train_s2l,
+                 training.train_autoencoder, training.train_dae, training.extract_latents, training.train_s2l,
                  registry.package_model, evaluation.train_syncnet, evaluation.evaluate,
                  registry.register_and_gate):
         src = inspect.getsource(comp.python_func)
@@ -55,7 +57,9 @@ def test_run_context_round_trip(tmp_path):
 RUN_OVERRIDES = ["dae.max_steps=4", "dae.ckpt_every=2", "dae.log_every=2", "dae.sample_every=4",
                  "dae.sample_steps=2", "s2l.max_steps=4", "s2l.ckpt_every=2", "s2l.log_every=2",
                  "s2l.val_every=4", "syncnet.max_steps=4", "syncnet.log_every=2", "syncnet.eval_every=4",
-                 "preprocess.min_usable_minutes=0.1"]
+                 "preprocess.min_usable_minutes=0.1", "autoencoder.max_steps=4", "autoencoder.ckpt_every=2",
+                 "autoencoder.log_every=2", "autoencoder.sample_every=4", "autoencoder.stats_frames=64",
+                 "autoencoder.eval_frames=8"]
 
 
 @pytest.mark.slow
@@ -89,16 +93,16 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
     exp = client.get_experiment_by_name("daetalker-pipe")
     runs = client.search_runs([exp.experiment_id])
     steps = {r.data.tags.get("daetalker.step"): r for r in runs}
-    assert {"pipeline", "synth", "preprocess", "validate", "version-data", "train-dae",
+    assert {"pipeline", "synth", "preprocess", "validate", "version-data", "train-autoencoder", "train-dae",
             "extract-latents", "train-s2l", "package", "train-syncnet", "evaluate", "register-promote"} <= set(steps)
     parent = steps["pipeline"].info.run_id
-    for name in ("synth", "preprocess", "validate", "version-data", "train-dae", "extract-latents",
-                 "train-s2l", "package", "train-syncnet", "evaluate", "register-promote"):
+    for name in ("synth", "preprocess", "validate", "version-data", "train-autoencoder", "train-dae",
+                 "extract-latents", "train-s2l", "package", "train-syncnet", "evaluate", "register-promote"):
         assert steps[name].info.status == "FINISHED", name
         assert steps[name].data.tags["mlflow.parentRunId"] == parent, name
     assert steps["pipeline"].info.status == "FINISHED"
     assert steps["train-dae"].data.tags["data_hash"] == steps["version-data"].data.tags["dvc.data_hash"]
-    assert result.steps == {"ok": 11}
+    assert result.steps == {"ok": 12}  # the tiny profile's DAE is latent: train-autoencoder trains
     assert sorted(p.name for p in (tmp_path / "out" / "logs").iterdir())[:3] == [
         "00-pipeline.log", "01-synth-corpus.log", "02-preprocess.log"]
     (dae_log,) = (tmp_path / "out" / "logs").glob("*-train-dae.log")
@@ -107,6 +111,6 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
     # Nothing changed: the training and evaluation steps come from the cache, nothing is registered again.
     again = run_local(tmp_path / "out", speaker="pipe", profile="tiny", workspace=ws, synth_minutes=0.35,
                       overrides=RUN_OVERRIDES)
-    assert again.steps == {"ok": 5, "cached": 6}, again.steps
+    assert again.steps == {"ok": 5, "cached": 7}, again.steps
     assert again.outputs["version"] == "1" and again.outputs["registered"] == "already v1"
     assert again.seconds < 0.5 * result.seconds

@@ -18,7 +18,7 @@ from pipelines.local import compile_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINES = ("train-speaker", "retrain-speaker", "evaluate-promote")
-GPU_STEPS = {"train-dae", "extract-latents", "train-s2l", "evaluate"}
+GPU_STEPS = {"train-autoencoder", "train-dae", "extract-latents", "train-s2l", "evaluate"}
 NEVER_CACHED = {"open-workspace", "register-and-gate", "promote-version"}
 
 
@@ -214,7 +214,8 @@ def test_training_branches_to_a_pytorchjob_on_nodes(name, compiled, cluster_sett
 def test_upstream_files_reach_tasks_as_input_artifacts(name, compiled):
     """On a cluster a task sees only the artifacts it declares; paths in upstream JSON must lie in them."""
     c = compiled[name][0]
-    wanted = {"extract-latents": {"dae"}, "train-s2l": {"latents"}, "train-s2l-job": {"latents"},
+    wanted = {"train-dae": {"autoencoder"}, "extract-latents": {"dae"}, "train-s2l": {"latents"},
+              "train-s2l-job": {"latents"},
               "package-model": {"dae", "latents", "s2l"}, "evaluate": {"bundle", "expert"}}  # fmt: skip
     seen = 0
     for t in c.container_tasks():
@@ -235,7 +236,8 @@ def test_the_local_pipeline_carries_no_cluster_settings(tmp_path):
     assert "ctx" in c.spec["root"]["inputDefinitions"]["parameters"]  # run_local passes its own context
     for t in c.container_tasks():
         assert "resources" not in c.container(t) and "env" not in c.container(t)
-    assert c.tasks["train-dae"]["dependentTasks"] == ["version-data"]
+    assert c.tasks["train-autoencoder"]["dependentTasks"] == ["version-data"]
+    assert c.tasks["train-dae"]["dependentTasks"] == ["train-autoencoder", "version-data"]
     assert not _cached(c.tasks["register-and-gate"])
 
 

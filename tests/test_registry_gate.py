@@ -13,15 +13,19 @@ from daetalker.registry.names import GATE_METRICS, metrics_from_tags
 from daetalker.registry.thresholds import Rule, Thresholds, default_path, load_thresholds
 
 RULES = Thresholds(
-    floors=(Rule("lse_c", ">=", 3.0), Rule("lse_d", "<=", 9.0), Rule("fid", "<=", 50.0), Rule("pose_mae", "<=", 10.0)),
-    vs_champion=(Rule("lse_c", ">=", -0.1), Rule("lse_d", "<=", 0.1), Rule("fid", "<=", 1.0), Rule("pose_mae", "<=", 0.5)),
+    floors=(Rule("lse_c", ">=", 3.0), Rule("lse_d", "<=", 9.0), Rule("fid", "<=", 50.0), Rule("pose_mae", "<=", 10.0),
+            Rule("face_found_rate", ">=", 0.9), Rule("lse_c_vs_gt", ">=", 0.5)),
+    vs_champion=(Rule("lse_c", ">=", -0.1), Rule("lse_d", "<=", 0.1), Rule("fid", "<=", 1.0), Rule("pose_mae", "<=", 0.5),
+                 Rule("face_found_rate", ">=", -0.02), Rule("lse_c_vs_gt", ">=", -0.1)),
 )
-GOOD = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0}
+GOOD = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0, "face_found_rate": 0.95, "lse_c_vs_gt": 0.8}
 # One step past each floor, in the metric's bad direction.
-PAST_FLOOR = {"lse_c": 2.99, "lse_d": 9.01, "fid": 50.01, "pose_mae": 10.01}
+PAST_FLOOR = {"lse_c": 2.99, "lse_d": 9.01, "fid": 50.01, "pose_mae": 10.01, "face_found_rate": 0.89, "lse_c_vs_gt": 0.49}
 # Worse than GOOD (as champion) by more than the tolerance; and by exactly the tolerance.
-PAST_TOLERANCE = {"lse_c": 5.89, "lse_d": 7.11, "fid": 31.01, "pose_mae": 3.51}
-AT_TOLERANCE = {"lse_c": 5.9, "lse_d": 7.1, "fid": 31.0, "pose_mae": 3.5}
+PAST_TOLERANCE = {"lse_c": 5.89, "lse_d": 7.11, "fid": 31.01, "pose_mae": 3.51, "face_found_rate": 0.92,
+                  "lse_c_vs_gt": 0.69}
+AT_TOLERANCE = {"lse_c": 5.9, "lse_d": 7.1, "fid": 31.0, "pose_mae": 3.5,
+                "face_found_rate": 0.9301, "lse_c_vs_gt": 0.7001}  # 0.93 - 0.95 rounds past -0.02
 
 
 def failed(table: DecisionTable) -> set[tuple[str, str]]:
@@ -30,7 +34,7 @@ def failed(table: DecisionTable) -> set[tuple[str, str]]:
 
 def test_first_model_needs_only_the_floors() -> None:
     t = evaluate_gate(GOOD, None, RULES)
-    assert t.passed and not t.failures and len(t.rows) == 8
+    assert t.passed and not t.failures and len(t.rows) == 2 * len(GATE_METRICS)
     deltas = [r for r in t.rows if r.check == "vs_champion"]
     assert all(r.note == "no champion" and r.champion is None and r.delta is None for r in deltas)
     assert t.summary() == "pass: every threshold holds"
@@ -64,7 +68,7 @@ def test_not_worse_within_tolerance_passes(metric: str) -> None:
 
 def test_equal_and_better_candidates_pass_worse_fails_everywhere() -> None:
     assert evaluate_gate(GOOD, GOOD, RULES).passed  # a retrain exactly as good is not blocked
-    better = {"lse_c": 7.0, "lse_d": 6.0, "fid": 20.0, "pose_mae": 2.0}
+    better = {"lse_c": 7.0, "lse_d": 6.0, "fid": 20.0, "pose_mae": 2.0, "face_found_rate": 1.0, "lse_c_vs_gt": 0.95}
     assert evaluate_gate(better, GOOD, RULES).passed
     t = evaluate_gate(GOOD, better, RULES)  # the old champion against the better one
     assert failed(t) == {(m, "vs_champion") for m in GATE_METRICS}
@@ -99,7 +103,7 @@ def test_table_text_and_round_trip() -> None:
     text = t.format()
     lines = text.splitlines()
     assert lines[0].split() == ["metric", "check", "value", "champion", "delta", "rule", "result"]
-    assert len(lines) == 1 + 8 + 1 and lines[-1].startswith("decision: fail:")
+    assert len(lines) == 1 + 2 * len(GATE_METRICS) + 1 and lines[-1].startswith("decision: fail:")
     fid_floor = next(line for line in lines if line.startswith("fid") and "floor" in line)
     assert "60" in fid_floor and "<= 50" in fid_floor and "FAIL" in fid_floor
     back = DecisionTable.from_dict(t.to_dict())
@@ -118,7 +122,8 @@ def test_packaged_thresholds_cover_every_gate_metric() -> None:
     t = load_thresholds()
     assert {r.metric for r in t.floors} == {r.metric for r in t.vs_champion} == set(GATE_METRICS)
     ops = {r.metric: r.op for r in t.floors}
-    assert ops == {"lse_c": ">=", "lse_d": "<=", "fid": "<=", "pose_mae": "<="}
+    assert ops == {"lse_c": ">=", "lse_d": "<=", "fid": "<=", "pose_mae": "<=", "face_found_rate": ">=",
+                   "lse_c_vs_gt": ">="}
     # Tolerances let "not worse" through: the champion itself always passes against itself.
     assert all(r.holds(0.0) for r in t.vs_champion)
     assert len(t.sha256) == 64 and t.source == str(default_path())
@@ -169,3 +174,20 @@ def test_bad_thresholds_files_name_the_file_and_key(tmp_path: Path, text: str, m
 def test_missing_thresholds_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such thresholds file"):
         load_thresholds(tmp_path / "nope.yaml")
+
+
+# The demo models of issue 16, as their evaluations measured them (generated held-out video):
+PIXEL_DEMO = {"lse_c": 0.009, "lse_d": 1.02, "fid": 224.1, "pose_mae": 5.17, "face_found_rate": 0.025,
+              "lse_c_vs_gt": 0.03}  # the 32 px pixel DAE: a blurred head without eyes
+
+
+@pytest.mark.parametrize("profile", ["tiny", "tiny-pixel"])
+def test_demo_floors_refuse_a_model_without_a_face_or_lip_sync(profile: str) -> None:
+    """Issue 16: a model whose video shows a face in < 90% of frames, or whose LSE-C is under half the
+    real video's, is never champion, whatever its profile."""
+    rules = load_thresholds(profile=profile)
+    t = evaluate_gate(PIXEL_DEMO, None, rules)
+    assert not t.passed and failed(t) == {("face_found_rate", "floor"), ("lse_c_vs_gt", "floor")}
+    assert not evaluate_gate({**PIXEL_DEMO, "face_found_rate": 0.89, "lse_c_vs_gt": 0.9}, None, rules).passed
+    assert not evaluate_gate({**PIXEL_DEMO, "face_found_rate": 1.0, "lse_c_vs_gt": 0.49}, None, rules).passed
+    assert evaluate_gate({**PIXEL_DEMO, "face_found_rate": 0.9, "lse_c_vs_gt": 0.5}, None, rules).passed

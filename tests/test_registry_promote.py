@@ -35,10 +35,11 @@ from daetalker.registry.retry import RetryPolicy
 from daetalker.services.process import free_port
 
 FAST = RetryPolicy(tries=3, first_delay_s=0.1, factor=2.0, request_timeout_s=5)
-BASE = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0}
-BETTER = {"lse_c": 6.5, "lse_d": 6.6, "fid": 25.0, "pose_mae": 2.5}
-BEST = {"lse_c": 7.0, "lse_d": 6.2, "fid": 20.0, "pose_mae": 2.0}
-WORSE = {"lse_c": 5.0, "lse_d": 7.8, "fid": 45.0, "pose_mae": 4.0}
+FACE = {"face_found_rate": 1.0, "lse_c_vs_gt": 0.9}  # a face in every frame, lips in sync (issue 16 floors)
+BASE = {"lse_c": 6.0, "lse_d": 7.0, "fid": 30.0, "pose_mae": 3.0, **FACE}
+BETTER = {"lse_c": 6.5, "lse_d": 6.6, "fid": 25.0, "pose_mae": 2.5, **FACE}
+BEST = {"lse_c": 7.0, "lse_d": 6.2, "fid": 20.0, "pose_mae": 2.0, **FACE}
+WORSE = {"lse_c": 5.0, "lse_d": 7.8, "fid": 45.0, "pose_mae": 4.0, **FACE}
 ALICE, BOB = Actor("alice", "test"), Actor("bob", "test")
 
 
@@ -256,7 +257,7 @@ def training_run(tmp: Path, metrics: dict[str, float], seed: int, eval_metrics: 
 
 
 def test_registration_records_lineage_and_is_idempotent(client: MlflowClient, tmp_path: Path) -> None:
-    stale = {"lse_c": 1.0, "lse_d": 12.0, "fid": 99.0, "pose_mae": 9.0}
+    stale = {"lse_c": 1.0, "lse_d": 12.0, "fid": 99.0, "pose_mae": 9.0, **FACE}
     run_id = training_run(tmp_path, stale, seed=11, eval_metrics=BASE)
     v = register_model(run_id, "lineage", actor=ALICE)
     assert v.created and v.name == "talker-lineage"

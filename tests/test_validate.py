@@ -46,7 +46,7 @@ def write_dataset(root: Path, rows: list[dict]) -> None:
 
 @pytest.fixture
 def cfg():
-    return replace(load_config("tiny").preprocess, min_usable_minutes=0.05)  # 3 s
+    return replace(load_config("tiny-pixel").preprocess, min_usable_minutes=0.05)  # 3 s, 64 px crops
 
 
 @pytest.fixture
@@ -167,10 +167,11 @@ def test_cli_exit_code_follows_the_verdict(good, tmp_path):
     from daetalker.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow", "--set", "preprocess.min_usable_minutes=0.05"])
+    ok = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow", "--profile", "tiny-pixel",
+                             "--set", "preprocess.min_usable_minutes=0.05"])  # fmt: skip
     assert ok.exit_code == 0, ok.output
     assert "35/35 expectations passed on 3 clips" in ok.output
-    bad = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow"])  # tiny profile wants 0.2 min
+    bad = runner.invoke(app, ["validate", "--data", str(good), "--no-mlflow", "--profile", "tiny-pixel"])  # 0.2 min
     assert bad.exit_code != 0 and isinstance(bad.exception, ValidationFailed)
     assert "usable_s" in str(bad.exception)
 
@@ -182,7 +183,7 @@ def test_the_report_is_logged_to_mlflow(good, cfg, mlflow_server):
     from daetalker.stages import data as stages
     from daetalker.stages.run import StageRun
 
-    result = stages.validate(StageRun("data"), good, load_config("tiny", None, ["preprocess.min_usable_minutes=0.05"]))
+    result = stages.validate(StageRun("data"), good, load_config("tiny-pixel", None, ["preprocess.min_usable_minutes=0.05"]))
     client = mlflow.MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("data")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)

@@ -16,10 +16,11 @@ import torch
 
 from daetalker import checkpoint as ckpt_io
 from daetalker.bundle.format import write_bundle
-from daetalker.config import load_config
+from daetalker.config import Config, load_config
 from daetalker.errors import DaetalkerError
 from daetalker.features import LogMelExtractor
 from daetalker.models import DiffusionAutoencoder
+from daetalker.models.first_stage import FirstStage
 from daetalker.models.latent_stats import LATENT_STATS
 from daetalker.models.loading import build_s2l
 
@@ -33,13 +34,16 @@ def bundle_from_training(dae_ckpt: Path, s2l_ckpt: Path, latents_dir: Path, out:
                              "`daetalker train-s2l`)")  # fmt: skip
     stats = Path(latents_dir) / LATENT_STATS
     meta = {"s2l_step": state["step"], "dae_checkpoint_sha256": ckpt_io.verify(Path(dae_ckpt))["sha256"], **(meta or {})}
+    first_stage = ckpt_io.load_checkpoint(Path(dae_ckpt)).get("first_stage")
+    if first_stage:  # a latent-space DAE holds its autoencoder: name which one it was trained with
+        meta["first_stage_sha256"] = first_stage["sha256"]
     return write_bundle(out, dae=dae_ckpt, s2l=s2l_ckpt, latent_stats=stats, config=state["config"], meta=meta)
 
 
 TEST_OVERRIDES = (
-    "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]", "dae.enc_channel_mult=[1,2]",
-    "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]", "dae.embed_dim=32",
-    "dae.latent_dim=16", "dae.sample_steps=4", "dae.bf16=false",
+    "dae.space=pixel", "dae.image_size=16", "dae.base_channels=8", "dae.channel_mult=[1,2]",
+    "dae.enc_channel_mult=[1,2]", "dae.num_res_blocks=1", "dae.enc_num_res_blocks=1", "dae.attn_resolutions=[8]",
+    "dae.embed_dim=32", "dae.latent_dim=16", "dae.sample_steps=4", "dae.bf16=false",
     "s2l.d_model=32", "s2l.heads=2", "s2l.ffn_dim=32", "s2l.conv_kernel=3", "s2l.blocks_before=1",
     "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
     "s2l.bf16=false",
@@ -55,12 +59,20 @@ def fill_zero_init(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module
     return model
 
 
-def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny", overrides: tuple[str, ...] | None = None,
+def random_dae(cfg: Config) -> DiffusionAutoencoder:
+    """A DAE of ``cfg``'s sizes with random weights (and a random first stage in latent space): tests, benchmarks."""
+    first = FirstStage.from_config(cfg.autoencoder) if cfg.dae.space == "latent" else None
+    return fill_zero_init(DiffusionAutoencoder.from_config(cfg.dae, first))
+
+
+def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny-pixel", overrides: tuple[str, ...] | None = None,
                      seed: int = 0) -> Path:
     """A loadable bundle with random weights: a micro DAE (16 px) and s2l by default, or any profile's sizes."""
     cfg = load_config(profile, None, TEST_OVERRIDES if overrides is None else overrides)
     torch.manual_seed(seed)
-    dae = fill_zero_init(DiffusionAutoencoder.from_config(cfg.dae))
+    dae = random_dae(cfg)
+    record = {"first_stage": {"autoencoder_config": cfg.to_dict()["autoencoder"], "sha256": "random"}
+              if dae.first_stage is not None else {}}
     k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame
     dims = {"feature_dim": cfg.preprocess.n_mels, "frames_per_video_frame": k, "latent_dim": cfg.dae.latent_dim}
     s2l = build_s2l(cfg.s2l, dims)
@@ -69,7 +81,7 @@ def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny", overrides: t
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         dae_path = ckpt_io.save_checkpoint({"step": 0, "ema": {"model": dae.state_dict()},
-                                            "dae_config": cfg.to_dict()["dae"]}, tmp / "dae", 0)  # fmt: skip
+                                            "dae_config": cfg.to_dict()["dae"], **record}, tmp / "dae", 0)  # fmt: skip
         s2l_path = ckpt_io.save_checkpoint({"step": 0, "model": s2l.state_dict(), "dims": dims, "config": cfg.to_dict(),
                                             "s2l_config": cfg.to_dict()["s2l"]}, tmp / "s2l", 0)  # fmt: skip
         (tmp / "lat").mkdir()

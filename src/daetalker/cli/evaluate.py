@@ -36,7 +36,8 @@ def evaluate_cmd(
     profile: ProfileOpt = "tiny",
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate.")] = "test",
+    split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate: train, val, test, or "
+                                       "heldout (val + test).")] = "test",
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps (default: the bundle's).")] = None,
     max_clips: Annotated[Optional[int], typer.Option("--max-clips", min=1, help="Evaluate the first N clips only.")] = None,
     fid_frames_per_clip: Annotated[

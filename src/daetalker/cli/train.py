@@ -1,4 +1,5 @@
-"""The training stages: ``train-dae``, ``extract-latents``, ``train-s2l``, ``bundle`` and ``train-syncnet``."""
+"""The training stages: ``train-autoencoder``, ``train-dae``, ``extract-latents``, ``train-s2l``, ``bundle`` and
+``train-syncnet``."""
 
 from __future__ import annotations
 
@@ -22,6 +23,36 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 prints
 
 
+@app.command("train-autoencoder")
+def train_autoencoder_cmd(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints/, samples/, metrics.jsonl, "
+                                                    "result.json.")],
+    profile: ProfileOpt = "tiny",
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    resume: ResumeOpt = False,
+    mlflow: MlflowOpt = None,
+    experiment: ExperimentOpt = "daetalker-autoencoder",
+    device: DeviceOpt = None,
+) -> None:
+    """Train the first-stage autoencoder a latent-space DAE (dae.space=latent) diffuses in.
+
+    Checkpoints land in OUT/checkpoints (latest.pt + numbered), written atomically, each
+    with the latent shift/scale set; --resume continues bit-exactly from the newest intact one.
+    At the end it scores held-out frames (PSNR, SSIM, mouth r): the ceiling of the talker.
+    Pass OUT/checkpoints/latest.pt to `train-dae --autoencoder`.
+    """
+    from daetalker import outputs
+    from daetalker.stages import training
+
+    outputs.require_dir_target("--out", out)
+    outputs.refuse_inputs("--out", out, {"--data": data, "--config": config})
+    cfg = stage_config(profile, config, set_)
+    echo_json(training.train_autoencoder(stage_run(experiment, mlflow, cfg.autoencoder.mlflow), data, out, cfg,
+                                         resume=resume, device=device))  # fmt: skip
+
+
 @app.command("train-dae")
 def train_dae_cmd(
     data: DataOpt,
@@ -29,6 +60,9 @@ def train_dae_cmd(
     profile: ProfileOpt = "tiny",
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    autoencoder: Annotated[Optional[Path], typer.Option(
+        "--autoencoder", help="First-stage checkpoint (train-autoencoder OUT/checkpoints/latest.pt) of a "
+                              "dae.space=latent DAE.")] = None,
     resume: ResumeOpt = False,
     mlflow: MlflowOpt = None,
     experiment: ExperimentOpt = "daetalker-dae",
@@ -43,10 +77,10 @@ def train_dae_cmd(
     from daetalker.stages import training
 
     outputs.require_dir_target("--out", out)
-    outputs.refuse_inputs("--out", out, {"--data": data, "--config": config})
+    outputs.refuse_inputs("--out", out, {"--data": data, "--config": config, "--autoencoder": autoencoder})
     cfg = stage_config(profile, config, set_)
     result = training.train_dae(stage_run(experiment, mlflow, cfg.dae.mlflow), data, out, cfg, resume=resume,
-                                device=device)  # fmt: skip
+                                device=device, first_stage=autoencoder)  # fmt: skip
     if _is_main():
         echo_json(result)
 

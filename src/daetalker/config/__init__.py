@@ -21,6 +21,7 @@ from daetalker.config.base import (
     parse_override,
     to_dict,
 )
+from daetalker.config.autoencoder import AutoencoderConfig
 from daetalker.config.dae import DAEConfig
 from daetalker.config.preprocess import PreprocessConfig
 from daetalker.config.s2l import S2LConfig
@@ -28,7 +29,7 @@ from daetalker.config.synth import SynthConfig
 from daetalker.config.syncnet import SyncNetConfig
 from daetalker.errors import ConfigError
 
-PROFILES = ("tiny", "base128", "paper256")
+PROFILES = ("tiny", "tiny-pixel", "base128", "base128-latent", "paper256", "paper256-latent")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class Config:
     profile: str = "paper256"
     synth: SynthConfig = field(default_factory=SynthConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     dae: DAEConfig = field(default_factory=DAEConfig)
     s2l: S2LConfig = field(default_factory=S2LConfig)
     syncnet: SyncNetConfig = field(default_factory=SyncNetConfig)
@@ -87,6 +89,7 @@ def config_from_file(path: Path) -> Config:
 
 
 __all__ = [
+    "AutoencoderConfig",
     "Config",
     "DAEConfig",
     "PreprocessConfig",

@@ -12,7 +12,11 @@ from dataclasses import dataclass
 @dataclass
 class DAEConfig:
     # --- model (diffae 256 px reference) ---
-    image_size: int = 256
+    image_size: int = 256  # side of the frames it encodes and decodes
+    # "pixel": the UNet diffuses the frames themselves (the paper). "latent": it diffuses the grid of
+    # the first-stage autoencoder (``train-autoencoder``; image_size / factor per side, its latent
+    # channels), and frames are decoded by that autoencoder (issue 16, docs/latent-dae.md).
+    space: str = "pixel"
     base_channels: int = 128
     channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4)  # decoder UNet, one entry per resolution
     enc_channel_mult: tuple[int, ...] = (1, 1, 2, 2, 4, 4, 4)  # semantic encoder
@@ -70,15 +74,19 @@ class DAEConfig:
     seed: int = 0
     mlflow: bool = True  # log to MLflow when a tracking URI is set
 
-    def __post_init__(self) -> None:
+    def check_grid(self, side: int) -> None:
+        """The UNet and the encoder halve ``side`` (the frame's, or the latent grid's) once per level."""
         n_down = len(self.channel_mult) - 1
-        if self.image_size % (2**n_down):
-            raise ValueError(
-                f"image_size {self.image_size} must be divisible by 2**{n_down} "
-                f"(len(channel_mult) - 1 downsamplings)"
-            )
-        if self.image_size % (2 ** (len(self.enc_channel_mult) - 1)):
-            raise ValueError(f"image_size {self.image_size} too small for enc_channel_mult")
+        if side % (2**n_down):
+            raise ValueError(f"a {side} px grid must be divisible by 2**{n_down} (len(channel_mult) - 1 downsamplings)")
+        if side % (2 ** (len(self.enc_channel_mult) - 1)):
+            raise ValueError(f"a {side} px grid is too small for enc_channel_mult")
+
+    def __post_init__(self) -> None:
+        if self.space not in ("pixel", "latent"):
+            raise ValueError(f"space must be 'pixel' or 'latent', got {self.space!r}")
+        if self.space == "pixel":
+            self.check_grid(self.image_size)
         if self.batch_size < 1 or self.max_steps < 1:
             raise ValueError("batch_size and max_steps must be >= 1")
         if not 0.0 <= self.ema_decay < 1.0:

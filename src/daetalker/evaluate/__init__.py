@@ -6,7 +6,8 @@
 - ``fid``: FID on Inception-v3 pool features;
 - ``pose_metrics``: head-pose diversity, error against ground truth, Beat Align;
 - ``landmark_metrics``: M-LMD on mouth landmarks;
-- ``image_metrics``: PSNR / SSIM of DAE reconstructions.
+- ``image_metrics``: PSNR / SSIM of DAE reconstructions;
+- ``first_stage``: the held-out report of a first-stage autoencoder (PSNR, SSIM, mouth r).
 
 Nothing is imported here, so ``daetalker --help`` does not pay for torch.
 """

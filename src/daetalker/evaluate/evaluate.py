@@ -277,13 +277,18 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
     return EvalResult(metrics, metrics_path, report_path)
 
 
+HELD_OUT_SPLITS = ("val", "test")  # split "heldout": every clip no model trained on
+
+
 def _split_rows(data_dir: Path, split: str, max_clips: int | None) -> list[dict[str, Any]]:
-    """The manifest rows of ``split`` by clip id (the first ``max_clips``); an error naming the splits there are."""
+    """The manifest rows of ``split`` ("heldout": val and test) by clip id (the first ``max_clips``); an error
+    naming the splits there are."""
     from daetalker.data import dataset as ds
     from daetalker.train.frames_dataset import read_manifest
 
     manifest = read_manifest(data_dir)  # names the folder and the fix when it is not a dataset
-    rows_df = manifest[manifest["split"] == split].sort_values("clip_id")
+    splits = HELD_OUT_SPLITS if split == "heldout" else (split,)
+    rows_df = manifest[manifest["split"].isin(splits)].sort_values("clip_id")
     if max_clips is not None:
         rows_df = rows_df.head(max_clips)
     if rows_df.empty:
@@ -363,6 +368,9 @@ def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str
                        fid_from_features(np.concatenate(tally.gt_first), np.concatenate(tally.gt_second)))
     for k in ("pose_mae", "m_lmd", "mouth_pearson"):
         ground[k] = None
+    # LSE-C is in the expert's own units: the share of the real video's is what compares across experts
+    gen_c, gt_c = metrics.get("lse_c"), ground.get("lse_c")
+    metrics["lse_c_vs_gt"] = gen_c / gt_c if gen_c is not None and gt_c and gt_c > 0 else None
     metrics.update(
         syncnet_sha256=syncnet_sha256, encoding=tally.encoding, split=split, clips=len(tally.gen_rows),
         model=model, steps=steps, fid_frames=int(len(np.concatenate(tally.gen_feats))),

@@ -75,14 +75,14 @@ class GenerationResult:
     fps_decode: float  # frames per second of the DDIM decoding alone
 
 
-def shared_noise(image_size: int, seed: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The one x_T (1, 3, R, R) every frame of a video starts from."""
+def shared_noise(image_size: int, seed: int, device: torch.device | str = "cpu", channels: int = 3) -> torch.Tensor:
+    """The one x_T (1, C, R, R) in diffusion space every frame of a video starts from."""
     g = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randn((1, 3, image_size, image_size), generator=g).to(device)
+    return torch.randn((1, channels, image_size, image_size), generator=g).to(device)
 
 
 def _eps_fn(dae: DiffusionAutoencoder, bf16: bool) -> EpsModel:
-    """What the DDIM loops consume: eps (B, 3, R, R) in fp32 from ``dae`` under optional bf16 autocast."""
+    """What the DDIM loops consume: eps (B, C, R, R) in fp32 from ``dae`` under optional bf16 autocast."""
     device = next(dae.parameters()).device
 
     def eps(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -96,10 +96,10 @@ def _eps_fn(dae: DiffusionAutoencoder, bf16: bool) -> EpsModel:
 def reference_noise(
     dae: DiffusionAutoencoder, frame: np.ndarray, *, steps: int, schedule: NoiseSchedule, bf16: bool = False
 ) -> torch.Tensor:
-    """The stochastic subcode x_T (1, 3, R, R) of a uint8 (H, W, 3) frame: DDIM inversion with its own z."""
+    """The stochastic subcode x_T (1, C, R, R) of a uint8 (H, W, 3) frame: DDIM inversion with its own z."""
     device = next(dae.parameters()).device
-    x0 = to_model_range(frame[None], dae.image_size).to(device)  # (1, 3, R, R)
     with autocast(device, bf16):
+        x0 = dae.to_space(to_model_range(frame[None], dae.pixel_size).to(device))  # (1, C, R, R)
         z = dae.encode(x0).float()
     return ddim_invert(_eps_fn(dae, bf16), x0, z, steps, schedule)
 
@@ -129,18 +129,22 @@ def decode_latents(
     dae: DiffusionAutoencoder, z: torch.Tensor, x_T: torch.Tensor, *, steps: int, schedule: NoiseSchedule,
     batch_size: int, bf16: bool = False, clip_x0: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """DDIM-decode latents z (N, D) from x_T (1, 3, R, R) shared, or (N, 3, R, R) per frame; yield frame batches.
+    """DDIM-decode latents z (N, D) from x_T (1, C, R, R) shared, or (N, C, R, R) per frame; yield frame
+    batches (B, 3, P, P) in [-1, 1] (decoded by the first stage in latent space).
 
     ``clip_x0=False`` for an inverted x_T: it lies on the model's own deterministic path.
     """
     device = next(dae.parameters()).device
-    assert x_T.shape[0] in (1, len(z)), f"x_T must be (1|N, 3, R, R), got {tuple(x_T.shape)}"
+    assert x_T.shape[0] in (1, len(z)), f"x_T must be (1|N, C, R, R), got {tuple(x_T.shape)}"
     eps = _eps_fn(dae, bf16)
 
     for i in range(0, len(z), batch_size):
         zb = z[i : i + batch_size].to(device)
         xb = x_T.expand(len(zb), -1, -1, -1) if x_T.shape[0] == 1 else x_T[i : i + batch_size]
-        yield ddim_sample(eps, xb.to(device).contiguous(), zb, steps, schedule, clip_x0=clip_x0)
+        x0 = ddim_sample(eps, xb.to(device).contiguous(), zb, steps, schedule, clip_x0=clip_x0 and dae.clips_x0)
+        with autocast(device, bf16):
+            frames = dae.to_pixels(x0)
+        yield frames  # outside autocast: the caller's code runs while this generator waits
 
 
 class _Mp4Writer:
@@ -272,7 +276,7 @@ def render_video(
         pose_arr = resolve_pose(pose, n)
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
-        size = video_size or max(VIDEO_SIZE, dcfg.image_size)
+        size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
         frames = _render_frames(talker, prepared.mel(), n, pose_arr, x_T, steps=steps, schedule=schedule,
                                 batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
                                 context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
@@ -283,14 +287,15 @@ def render_video(
 
 def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, steps: int,
                  schedule: NoiseSchedule) -> tuple[torch.Tensor, bool]:
-    """The shared x_T (1, 3, R, R), and whether it is the inverted reference frame (decoded without clipping x0)."""
+    """The shared x_T (1, C, R, R), and whether it is the inverted reference frame (decoded without clipping x0)."""
     dcfg = talker.dae_cfg
     if noise == "reference" and talker.reference_frame is None:
         log.warning("%s has no reference frame (bundled before it was stored): random x_T", talker.source)
     if noise == "reference" and talker.reference_frame is not None and not per_frame_noise:
         x_T = reference_noise(talker.dae, talker.reference_frame, steps=steps, schedule=schedule, bf16=dcfg.bf16)
         return x_T, True
-    return shared_noise(dcfg.image_size, seed, next(talker.dae.parameters()).device), False
+    dae = talker.dae
+    return shared_noise(dae.image_size, seed, next(dae.parameters()).device, dae.channels), False
 
 
 def _render_frames(
@@ -313,9 +318,9 @@ def _render_frames(
         t_dec = time.perf_counter()
         for frames in decode_latents(talker.dae, z, x, steps=steps, schedule=schedule, batch_size=batch_size,
                                      bf16=dcfg.bf16, clip_x0=clip_x0):  # fmt: skip
-            if size != dcfg.image_size:
+            if size != talker.dae.pixel_size:
                 frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False,
-                                       antialias=size < dcfg.image_size)
+                                       antialias=size < talker.dae.pixel_size)
             batch = to_uint8(frames)
             yield batch, time.perf_counter() - t_dec
             t_dec = time.perf_counter()

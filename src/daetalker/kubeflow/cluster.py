@@ -40,6 +40,7 @@ TASKS: dict[str, Resources] = {
     "preprocess": Resources("8", "16", "16Gi", "32Gi", shm="4Gi"),
     "validate": Resources("2", "4", "8Gi", "16Gi"),
     "version-data": Resources("2", "4", "4Gi", "8Gi"),
+    "train-autoencoder": Resources("8", "16", "16Gi", "32Gi", gpus=1, shm="4Gi"),  # a no-op for pixel-space DAEs
     "train-dae": Resources("8", "16", "48Gi", "64Gi", gpus=1, shm="8Gi"),
     "train-dae-job": Resources("500m", "1", "2Gi", "4Gi"),  # waits for a PyTorchJob
     "extract-latents": Resources("4", "8", "16Gi", "32Gi", gpus=1, shm="4Gi"),

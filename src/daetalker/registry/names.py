@@ -12,7 +12,7 @@ CHAMPION = "champion"  # the version ``generate`` serves
 CHALLENGER = "challenger"  # the most recent candidate that went through the gate
 AUDIT_EXPERIMENT = "daetalker-audit"
 METRIC_TAG = "metric."  # version tag prefix: metric.lse_c = "7.1"
-GATE_METRICS = ("lse_c", "lse_d", "fid", "pose_mae")
+GATE_METRICS = ("lse_c", "lse_d", "fid", "pose_mae", "face_found_rate", "lse_c_vs_gt")
 # Evaluation figures copied to version tags for reading, not gated.
 INFO_METRICS = ("m_lmd", "psnr", "ssim", "beat_align", "av_offset", "pose_std")
 

@@ -58,10 +58,30 @@ def version_step(ctx_json: str, upstream: str = "") -> dict[str, Any]:
     return data_stages.version(stage_run(ctx), Path(ctx.workspace), ctx.data_root.name, ctx.config())
 
 
-def train_dae_step(ctx_json: str, out_dir: str, data_hash: str = "") -> dict[str, Any]:
-    """Train the diffusion autoencoder on the versioned dataset (resumes if ``out_dir`` has checkpoints)."""
+def train_autoencoder_step(ctx_json: str, out_dir: str) -> dict[str, Any]:
+    """Train the first-stage autoencoder when the run's DAE diffuses its latent grid (``dae.space: latent``).
+
+    A pixel-space run skips it at once: ``checkpoint`` is "" and nothing is trained or logged.
+    Resumes if ``out_dir`` has checkpoints.
+    """
     ctx = RunContext.from_json(ctx_json)
-    return training.train_dae(stage_run(ctx), ctx.processed_dir(), Path(out_dir), ctx.config())
+    cfg = ctx.config()
+    if cfg.dae.space != "latent":
+        skipped = {"checkpoint": "", "skipped": f"dae.space is {cfg.dae.space!r}: the DAE uses no autoencoder"}
+        Path(out_dir).mkdir(parents=True, exist_ok=True)  # the task's output artifact exists either way
+        (Path(out_dir) / "skipped.json").write_text(json.dumps(skipped))
+        return skipped
+    return training.train_autoencoder(stage_run(ctx), ctx.processed_dir(), Path(out_dir), cfg)
+
+
+def train_dae_step(ctx_json: str, out_dir: str, data_hash: str = "", first_stage: str = "") -> dict[str, Any]:
+    """Train the diffusion autoencoder on the versioned dataset (resumes if ``out_dir`` has checkpoints).
+
+    ``first_stage``: the autoencoder checkpoint of a latent-space DAE ("" for a pixel-space one).
+    """
+    ctx = RunContext.from_json(ctx_json)
+    return training.train_dae(stage_run(ctx), ctx.processed_dir(), Path(out_dir), ctx.config(),
+                              first_stage=first_stage or None)
 
 
 def extract_latents_step(ctx_json: str, checkpoint: str, out_dir: str) -> dict[str, Any]:
@@ -113,13 +133,14 @@ def champion_metrics(speaker: str) -> dict[str, float] | None:
 
 
 def evaluate_step(ctx_json: str, packaged: str, syncnet: str, out_dir: str) -> dict[str, Any]:
-    """Generate every test clip from its own audio; LSE, FID, pose, M-LMD against ground truth; report."""
+    """Generate every held-out clip (val and test: no model trained on them) from its own audio; LSE, FID,
+    pose, M-LMD against ground truth; report."""
     from daetalker.stages.evaluation import GATE_KEYS, evaluate
 
     ctx = RunContext.from_json(ctx_json)
     result = evaluate(stage_run(ctx), json.loads(packaged)["bundle"], ctx.processed_dir(), Path(out_dir), ctx.config(),
                       syncnet_weights=Path(json.loads(syncnet)["checkpoint"]),
-                      champion_metrics=champion_metrics(ctx.speaker))  # fmt: skip
+                      champion_metrics=champion_metrics(ctx.speaker), split="heldout")  # fmt: skip
     keep = ("eval_run_id", "metrics", "report", *GATE_KEYS)
     return {k: result.get(k) for k in keep}
 

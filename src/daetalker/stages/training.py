@@ -1,4 +1,5 @@
-"""The training stages as the CLI and the pipeline run them: DAE, latents, speech2latent, bundle, SyncNet.
+"""The training stages as the CLI and the pipeline run them: first-stage autoencoder, DAE, latents,
+speech2latent, bundle, SyncNet.
 
 Each adapter opens the stage's MLflow run (:class:`~daetalker.stages.run.StageRun`),
 calls the library, logs what the stage made and returns a small JSON-able dict.
@@ -20,18 +21,60 @@ def _rank0(run: StageRun) -> StageRun:
     return run if int(os.environ.get("RANK", "0")) == 0 else replace(run, mlflow=False)
 
 
+def train_autoencoder(run: StageRun, data_dir: Path, out_dir: Path, cfg: Config, *, resume: bool | None = None,
+                      device: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train the first-stage autoencoder a latent-space DAE diffuses in, then score it on held-out frames.
+
+    ``resume=None`` resumes when ``out_dir`` holds a checkpoint (a retried task). The held-out
+    report (PSNR, SSIM, mouth r: ``evaluate.first_stage``) joins ``result.json`` as ``held_out``.
+    """
+    import json
+
+    from daetalker import checkpoint as ckpt_io
+    from daetalker.evaluate.first_stage import finite_metrics, score_first_stage
+    from daetalker.models.device import pick_device
+    from daetalker.models.loading import load_first_stage
+    from daetalker.outputs import write_text
+    from daetalker.train.autoencoder_trainer import train_autoencoder as train
+
+    out_dir = Path(out_dir)
+    if resume is None:
+        resume = (out_dir / "checkpoints" / ckpt_io.LATEST).is_file()
+    with run.open("train-autoencoder", cfg, data_dir):
+        result = train(Path(data_dir), out_dir, cfg, resume=resume, device=device)
+        model, acfg, sha = load_first_stage(result.checkpoint, pick_device(0, device))
+        held_out = score_first_stage(model, Path(data_dir), frames=acfg.eval_frames, pcfg=cfg.preprocess)
+        summary = {**json.loads((out_dir / "result.json").read_text()), "sha256": sha, "held_out": held_out,
+                   "latent_shift": model.shift.tolist(), "latent_scale": model.scale.tolist()}
+        write_text(out_dir / "result.json", json.dumps(summary, indent=2))
+        if run.mlflow:
+            import mlflow
+
+            mlflow.log_metrics(finite_metrics(held_out), step=result.final_step)
+            mlflow.set_tag("first_stage_sha256", sha)
+            mlflow.log_artifact(str(out_dir / "metrics.jsonl"))
+            mlflow.log_artifact(str(out_dir / "result.json"))
+    return {"checkpoint": str(result.checkpoint), "final_step": result.final_step, "sha256": sha,
+            "metrics": {k: float(v) for k, v in result.metrics.items()}, "held_out": held_out}
+
+
 def train_dae(run: StageRun, data_dir: Path, out_dir: Path, cfg: Config, *, resume: bool | None = None,
-              device: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """Train the DAE; ``resume=None`` resumes when ``out_dir`` holds a checkpoint (a retried task)."""
+              device: str | None = None, first_stage: Path | str | None = None) -> dict[str, Any]:  # fmt: skip
+    """Train the DAE; ``resume=None`` resumes when ``out_dir`` holds a checkpoint (a retried task).
+
+    ``first_stage``: the ``train-autoencoder`` checkpoint a ``dae.space: latent`` DAE diffuses in
+    (None or "" for a pixel-space DAE); recorded on the run as ``first_stage``.
+    """
     from daetalker import checkpoint as ckpt_io
     from daetalker.train.dae_trainer import train_dae as train
 
     out_dir = Path(out_dir)
     if resume is None:
         resume = (out_dir / "checkpoints" / ckpt_io.LATEST).is_file()
+    first = Path(first_stage) if first_stage else None
     run = _rank0(run)
-    with run.open("train-dae", cfg, data_dir):
-        result = train(Path(data_dir), out_dir, cfg, resume=resume, device=device)
+    with run.open("train-dae", cfg, data_dir, {"first_stage": str(first) if first else "none"}):
+        result = train(Path(data_dir), out_dir, cfg, resume=resume, device=device, first_stage=first)
         if run.mlflow:
             import mlflow
 

@@ -1,6 +1,7 @@
 """Train the diffusion autoencoder (method.md section 2): a plain loop, top to bottom.
 
-One step: frames x0 -> uniform t and Gaussian noise -> x_t = q_sample(x0) ->
+One step: frames x0 (pixels, or the first stage's latent grid when ``dae.space`` is
+latent: see ``encoded_frames``) -> uniform t and Gaussian noise -> x_t = q_sample(x0) ->
 eps = UNet(x_t, t, Encoder(x0)) -> MSE(eps, noise) -> Adam with grad-norm
 clipping -> EMA of every weight. The t and noise of the whole global batch are
 drawn from one seeded generator on every rank and sliced per rank, so a
@@ -15,10 +16,9 @@ random-noise decode | inverted decode), ``result.json``.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -35,12 +35,14 @@ from daetalker.diffusion import (
 from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
 from daetalker.models import DiffusionAutoencoder, count_parameters
 from daetalker.models.device import autocast
-from daetalker.models.loading import dae_config_from_checkpoint
+from daetalker.models.first_stage import FirstStage
+from daetalker.models.loading import dae_config_from_checkpoint, load_first_stage
 from daetalker.train.distributed import (
     DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown, wrap_ddp,
 )
 from daetalker.train.ema import EMA
-from daetalker.train.frames_dataset import FramesDataset
+from daetalker.train.encoded_frames import EncodedFrames
+from daetalker.train.frames_dataset import FramesDataset, read_manifest
 from daetalker.train.loop import (
     Every,
     NullLogger,
@@ -52,6 +54,7 @@ from daetalker.train.loop import (
     scheduled_lr,
 )
 from daetalker.train.reconstruction import psnr, recon_grid, reconstruct
+from daetalker.train.run_files import MetricsFile, TrainResult, finish_run, write_png
 from daetalker.train.sampler import ResumableShardedSampler
 
 log = logging.getLogger(__name__)
@@ -60,14 +63,8 @@ log = logging.getLogger(__name__)
 ARCH_FIELDS = (
     "image_size", "base_channels", "channel_mult", "enc_channel_mult", "num_res_blocks",
     "enc_num_res_blocks", "attn_resolutions", "attn_heads", "embed_dim", "latent_dim", "latent_norm", "prediction",
+    "space",
 )
-
-
-@dataclass
-class TrainResult:
-    checkpoint: Path  # checkpoints/latest.pt
-    final_step: int
-    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,18 +75,46 @@ class _State:
     ema: EMA
     opt: torch.optim.Optimizer
     noise_gen: torch.Generator  # t and noise of every step
+    first_stage: dict[str, Any] | None = None  # latent space: the autoencoder's config, sha256 and path
     step: int = 0
 
 
-def _build(dcfg: DAEConfig, dev: torch.device) -> _State:
+@dataclass
+class FirstStageInput:
+    """The trained autoencoder a latent-space DAE diffuses the grid of, as ``load_first_stage`` reads it."""
+
+    model: FirstStage
+    record: dict[str, Any]  # autoencoder_config, sha256, path: kept in every DAE checkpoint
+
+    @classmethod
+    def load(cls, path: Path | None, dcfg: DAEConfig, dev: torch.device) -> "FirstStageInput | None":
+        if dcfg.space == "pixel":
+            if path is not None:
+                raise ConfigError(f"--autoencoder {path}: dae.space is 'pixel', which uses no autoencoder "
+                                  "(fix: drop --autoencoder, or use a latent profile such as tiny)")
+            return None
+        if path is None:
+            raise ConfigError("dae.space is 'latent': pass the first-stage autoencoder (fix: "
+                              "`daetalker train-autoencoder`, then train-dae --autoencoder OUT/checkpoints/latest.pt)")
+        model, ae_cfg, sha = load_first_stage(Path(path), dev)
+        if ae_cfg.image_size != dcfg.image_size:
+            raise ConfigError(f"--autoencoder {path}: encodes {ae_cfg.image_size} px frames, dae.image_size is "
+                              f"{dcfg.image_size} (fix: set dae.image_size={ae_cfg.image_size} or retrain it)")
+        from daetalker.config.base import to_dict
+
+        return cls(model, {"autoencoder_config": to_dict(ae_cfg), "sha256": sha, "path": str(Path(path).resolve())})
+
+
+def _build(dcfg: DAEConfig, dev: torch.device, first: FirstStageInput | None = None) -> _State:
     torch.manual_seed(dcfg.seed)  # the same initial weights on every rank
-    model = DiffusionAutoencoder.from_config(dcfg).to(dev)
+    model = DiffusionAutoencoder.from_config(dcfg, first.model if first else None).to(dev)
     if dcfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # buffers are the EMA encoder's own latent statistics (see _calibrate), not the live model's
     ema = EMA(model, decay=dcfg.ema_decay, warmup=dcfg.ema_warmup, copy_buffers=False)
-    opt = torch.optim.Adam(model.parameters(), lr=dcfg.lr, weight_decay=0.0, fused=dev.type == "cuda")
-    return _State(model, ema, opt, torch.Generator(device=dev).manual_seed(dcfg.seed + 1))
+    opt = torch.optim.Adam(model.trainable_parameters(), lr=dcfg.lr, weight_decay=0.0, fused=dev.type == "cuda")
+    return _State(model, ema, opt, torch.Generator(device=dev).manual_seed(dcfg.seed + 1),
+                  first.record if first else None)
 
 
 def _checkpoint(st: _State, cfg: Config, dev: torch.device, world_size: int) -> dict[str, Any]:
@@ -104,10 +129,11 @@ def _checkpoint(st: _State, cfg: Config, dev: torch.device, world_size: int) -> 
         "dae_config": cfg.to_dict()["dae"],
         "config": cfg.to_dict(),
         "world_size": world_size,
+        **({"first_stage": st.first_stage} if st.first_stage else {}),
     }
 
 
-def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path) -> None:
+def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path, first_stage: dict[str, Any] | None) -> None:
     saved, now = dae_config_from_checkpoint(state).__dict__, cfg.__dict__
     diff = [k for k in ARCH_FIELDS if list(np.atleast_1d(saved[k])) != list(np.atleast_1d(now[k]))]
     if diff:
@@ -115,6 +141,10 @@ def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path) -> None:
             f"{path}: model shape differs from the config in {diff}; resume with the config it was "
             f"trained with or start a new --out folder"
         )
+    was, now_sha = state.get("first_stage", {}).get("sha256"), (first_stage or {}).get("sha256")
+    if was != now_sha:
+        raise CheckpointError(f"{path}: trained on autoencoder {was}, resumed with {now_sha}; pass the "
+                              f"--autoencoder it was trained with ({state.get('first_stage', {}).get('path')})")
     if saved["batch_size"] != cfg.batch_size:
         raise CheckpointError(f"{path}: batch_size {saved['batch_size']} -> {cfg.batch_size} breaks the data position")
 
@@ -134,7 +164,7 @@ def _restore(st: _State, ckpt_dir: Path, resume: bool, dcfg: DAEConfig, info: Di
     if chosen is None:
         return
     state = ckpt_io.load_checkpoint(Path(chosen))  # to CPU: RNG states must stay CPU tensors
-    _check_resumable(state, dcfg, Path(chosen))
+    _check_resumable(state, dcfg, Path(chosen), st.first_stage)
     st.model.load_state_dict(state["model"])
     st.ema.load_state_dict(state["ema"])
     st.opt.load_state_dict(state["optimizer"])
@@ -145,13 +175,15 @@ def _restore(st: _State, ckpt_dir: Path, resume: bool, dcfg: DAEConfig, info: Di
 
 
 def _batches(
-    data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int
+    data_dir: Path, dcfg: DAEConfig, info: DistInfo, start_step: int, first_stage: FirstStage | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-    """This rank's endless stream of (frames (B/W, 3, R, R), mouth boxes (B/W, 4) or None),
+    """This rank's endless stream of (diffusion-space x0 (B/W, C, R, R), mouth boxes (B/W, 4) or None),
     positioned at ``start_step``."""
     per_rank = dcfg.batch_size // info.world_size
-    dataset = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size,
-                            mouth_boxes=dcfg.mouth_weight > 0)
+    dataset: Any = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size,
+                                 mouth_boxes=dcfg.mouth_weight > 0)
+    if first_stage is not None:
+        dataset = EncodedFrames(dataset, first_stage, bf16=dcfg.bf16, progress=info.is_main)
     sampler = ResumableShardedSampler(
         len(dataset), rank=info.rank, world_size=info.world_size, seed=dcfg.seed, start=start_step * per_rank
     )
@@ -173,10 +205,10 @@ def _calibrate(st: _State, data_dir: Path, dcfg: DAEConfig, dev: torch.device) -
         return
     ds = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size)
     idx = np.linspace(0, len(ds) - 1, min(dcfg.latent_calib_frames, len(ds))).round().astype(int)
-    frames = torch.stack([ds[int(i)] for i in idx]).to(dev)
-    if dcfg.channels_last:
-        frames = frames.contiguous(memory_format=torch.channels_last)
     with autocast(dev, dcfg.bf16):
+        frames = st.ema.model.to_space(torch.stack([ds[int(i)] for i in idx]).to(dev))
+        if dcfg.channels_last:
+            frames = frames.contiguous(memory_format=torch.channels_last)
         st.ema.model.encoder.calibrate(frames)
 
 
@@ -184,7 +216,7 @@ def _step(
     st: _State, forward: Any, x0: torch.Tensor, boxes: torch.Tensor | None, sched: NoiseSchedule,
     dcfg: DAEConfig, info: DistInfo,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """One optimisation step on this rank's x0 (B/W, 3, R, R) with its mouth boxes (B/W, 4) when the
+    """One optimisation step on this rank's x0 (B/W, C, R, R) with its mouth boxes (B/W, 4) when the
     loss weights the mouth; returns (loss, grad norm, lr)."""
     dev = info.device
     # The whole global batch's t and noise, identical on every rank. The sampler deals the global
@@ -205,7 +237,7 @@ def _step(
         pred = forward(x0, x_t, t)
     target = noise if dcfg.prediction == "eps" else v_target(x0.float(), noise, sched.alpha_bar(t, noise))
     weights = min_snr_weights(sched, t, dcfg.min_snr_gamma, dcfg.prediction) if dcfg.min_snr_gamma > 0 else None
-    pixels = box_weights(boxes, dcfg.image_size, dcfg.mouth_weight) if boxes is not None else None
+    pixels = box_weights(boxes, x0.shape[-1], dcfg.mouth_weight) if boxes is not None else None  # on the grid
     loss = eps_loss(pred, target, weights, pixels)
     st.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -224,21 +256,24 @@ def train_dae(
     *,
     logger: TrainLogger | None = None,
     device: str | None = None,
+    first_stage: Path | None = None,
 ) -> TrainResult:
     """Train (or, with ``resume``, continue) the DAE on ``data_dir``'s training frames.
 
     Under torchrun every rank calls this; rank 0 alone writes files and logs.
     ``logger`` defaults to the active MLflow run if there is one, else nothing.
+    ``first_stage``: the ``train-autoencoder`` checkpoint a ``dae.space: latent`` DAE diffuses in.
     """
     info = init_distributed(device)
     try:
-        return _train(Path(data_dir), Path(out_dir), cfg, resume, info, logger)
+        return _train(Path(data_dir), Path(out_dir), cfg, resume, info, logger, first_stage)
     finally:
         teardown(info)
 
 
 def _train(
-    data_dir: Path, out_dir: Path, cfg: Config, resume: bool, info: DistInfo, logger: TrainLogger | None
+    data_dir: Path, out_dir: Path, cfg: Config, resume: bool, info: DistInfo, logger: TrainLogger | None,
+    first_stage: Path | None,
 ) -> TrainResult:
     dcfg, dev = cfg.dae, info.device
     if dcfg.batch_size % info.world_size:
@@ -247,20 +282,22 @@ def _train(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     run = _Run(data_dir, out_dir, cfg, info, (logger or default_logger()) if info.is_main else NullLogger())
 
-    st = _build(dcfg, dev)
+    read_manifest(data_dir)  # not a dataset: say so before anything else
+    st = _build(dcfg, dev, FirstStageInput.load(first_stage, dcfg, dev))
     _restore(st, run.ckpt_dir, resume, dcfg, info)
     forward: Any = wrap_ddp(st.model, info)
     if dcfg.compile:
         forward = torch.compile(forward)
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-    batches = _batches(data_dir, dcfg, info, st.step)
+    batches = _batches(data_dir, dcfg, info, st.step, st.model.first_stage)
 
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
-        run.metrics_file = _MetricsFile(out_dir / "metrics.jsonl", st.step)
+        run.metrics_file = MetricsFile(out_dir / "metrics.jsonl", st.step)
         run.held_out = _held_out_batch(data_dir, dcfg)
-        run.logger.log_metrics(st.step, {"params_total": count_parameters(st.model)})
+        run.logger.log_metrics(st.step, {"params_total": count_parameters(st.model),
+                                         "params_trained": sum(p.numel() for p in st.model.trainable_parameters())})
 
     t_begin = time.perf_counter()
     last = _loop(st, forward, batches, sched, run)
@@ -276,7 +313,7 @@ class _Run:
     cfg: Config
     info: DistInfo
     logger: TrainLogger
-    metrics_file: _MetricsFile | None = None
+    metrics_file: MetricsFile | None = None
     held_out: torch.Tensor | None = None
 
     @property
@@ -322,17 +359,6 @@ def _loop(st: _State, forward: Any, batches: Iterator[tuple[torch.Tensor, torch.
                              (saving, save)])
 
 
-def finish_run(out_dir: Path, ckpt_dir: Path, final_step: int, last: dict[str, float], t_begin: float,
-               is_main: bool) -> TrainResult:
-    """The run's result (``last`` metrics + train_seconds); rank 0 writes it to ``result.json``."""
-    last["train_seconds"] = time.perf_counter() - t_begin
-    result = TrainResult(checkpoint=ckpt_dir / ckpt_io.LATEST, final_step=final_step, metrics=last)
-    if is_main:
-        summary = {"checkpoint": str(result.checkpoint), "final_step": final_step, "metrics": last}
-        (out_dir / "result.json").write_text(json.dumps(summary, indent=2))
-    return result
-
-
 def _held_out_batch(data_dir: Path, cfg: DAEConfig) -> torch.Tensor:
     """A fixed set of frames for reconstruction grids: held-out frames if there are any."""
     try:
@@ -355,29 +381,9 @@ def _log_reconstructions(
         "psnr_inverted_decode": float(psnr(inv_dec.cpu(), x0).mean()),
     }
     grid = recon_grid(x0, noise_dec, inv_dec)
-    _write_png(out_dir / "samples" / f"step_{step:08d}.png", grid)
+    write_png(out_dir / "samples" / f"step_{step:08d}.png", grid)
     logger.log_image(step, "reconstructions", grid)
     logger.log_metrics(step, metrics)
     return metrics
 
 
-def _write_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), image[..., ::-1])
-
-
-class _MetricsFile:
-    """metrics.jsonl beside the checkpoints; on resume, lines past the resumed step are dropped."""
-
-    def __init__(self, path: Path, resume_step: int) -> None:
-        self.path = path
-        keep = []
-        if resume_step > 0 and path.is_file():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
-        path.write_text("".join(ln + "\n" for ln in keep))
-
-    def write(self, step: int, metrics: dict[str, float]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")

@@ -81,7 +81,7 @@ class FramesDataset(Dataset):
                 if not landmarks_path(self.data_dir, cid).is_file():
                     raise DaetalkerError(
                         f"{landmarks_path(self.data_dir, cid)}: missing; the mouth-weighted loss needs the "
-                        "landmarks `daetalker preprocess` writes (re-run it, or set dae.mouth_weight=0)"
+                        "landmarks `daetalker preprocess` writes (re-run it, or set dae.mouth_weight=0 or autoencoder.mouth_weight=0)"
                     )
         self._landmarks: dict[int, np.ndarray] = {}
 

@@ -38,9 +38,10 @@ def encode_frames(
     device = next(model.parameters()).device
     out = []
     for i in range(0, len(frames), batch_size):
-        x = to_model_range(np.array(frames[i : i + batch_size]), model.image_size).to(device)
+        x = to_model_range(np.array(frames[i : i + batch_size]), model.pixel_size).to(device)
         with autocast(device, bf16):
-            out.append(model.encode(x).float().cpu())
+            x0 = model.to_space(x)  # (B, C, R, R): the frames or the first stage's grid
+            out.append(model.encode(x0).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, model.latent_dim), np.float32)
 
 
@@ -102,6 +103,7 @@ def extract_latents(
         "checkpoint_step": meta["step"],
         "latent_dim": cfg.latent_dim,
         "image_size": cfg.image_size,
+        "space": cfg.space,
         "stats_split": stats_split,
         "reference_frame": {"clip_id": ref_clip, "index": ref_index},
         "clips": clips,

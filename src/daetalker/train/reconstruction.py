@@ -33,9 +33,11 @@ def reconstruct(
     invert_steps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(random-noise decode with ``steps``, inverted-noise decode with ``invert_steps`` (default
-    ``steps``) for both the inversion and the decode) of frames x0 (B, 3, R, R), on x0's device."""
+    ``steps``) for both the inversion and the decode) of frames x0 (B, 3, P, P), both (B, 3, P, P) on
+    x0's device. Diffusion runs in the model's space (pixels or the first stage's grid)."""
     device = next(model.parameters()).device
-    x0 = x0.to(device)
+    with autocast(device, bf16):
+        x0 = model.to_space(x0.to(device))  # (B, C, R, R)
 
     def eps(x: torch.Tensor, t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         with autocast(device, bf16):
@@ -45,11 +47,12 @@ def reconstruct(
         z = model.encode(x0).float()
     g = torch.Generator(device=device).manual_seed(seed)
     x_T = torch.randn(x0.shape, generator=g, device=device)
-    noise_decode = ddim_sample(eps, x_T, z, steps, sched)
+    noise_decode = ddim_sample(eps, x_T, z, steps, sched, clip_x0=model.clips_x0)
     # the inverted code lies on the model's own deterministic path: clipping x0 would break the round trip
     k = invert_steps or steps
     inverted_decode = ddim_sample(eps, ddim_invert(eps, x0, z, k, sched), z, k, sched, clip_x0=False)
-    return noise_decode, inverted_decode
+    with autocast(device, bf16):
+        return model.to_pixels(noise_decode), model.to_pixels(inverted_decode)
 
 
 def recon_grid(x0: torch.Tensor, noise_dec: torch.Tensor, inv_dec: torch.Tensor) -> np.ndarray:

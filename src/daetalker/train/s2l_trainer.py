@@ -33,7 +33,7 @@ from daetalker.models.device import autocast
 from daetalker.models.loading import build_s2l
 from daetalker.models.speech2latent import Speech2Latent, s2l_loss
 from daetalker.timebase import FPS
-from daetalker.train.dae_trainer import TrainResult, _MetricsFile, finish_run
+from daetalker.train.run_files import MetricsFile, TrainResult, finish_run
 from daetalker.train.distributed import (
     DistInfo, all_mean, barrier, broadcast_object, init_distributed, teardown, wrap_ddp,
 )
@@ -126,7 +126,7 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
-        metrics_file = _MetricsFile(out_dir / "metrics.jsonl", start)
+        metrics_file = MetricsFile(out_dir / "metrics.jsonl", start)
         logger.log_metrics(start, {"params_total": count_parameters(model)})
 
     t_begin = time.perf_counter()
@@ -200,7 +200,7 @@ def _update(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batc
 
 def _loop(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batches: Iterator[dict[str, torch.Tensor]],
           val: S2LWindows | None, *, start: int, cfg: Config, dims: dict[str, int], info: DistInfo,
-          logger: TrainLogger, metrics_file: _MetricsFile | None, ckpt_dir: Path) -> dict[str, float]:
+          logger: TrainLogger, metrics_file: MetricsFile | None, ckpt_dir: Path) -> dict[str, float]:
     """Steps ``start`` .. ``s2l.max_steps`` (:class:`StepLoop`): validate and checkpoint on their schedules."""
     scfg, dev = cfg.s2l, info.device
 
