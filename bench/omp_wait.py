@@ -25,14 +25,15 @@ CHILD = """
 import sys, time, torch
 sys.path.insert(0, {bench!r})
 from train_dae import make_step
+from daetalker.bundle.build import random_dae
 from daetalker.config import load_config
-from daetalker.models import DiffusionAutoencoder
+from daetalker.models.device import bf16_supported
 cfg = load_config("tiny").dae
 torch.manual_seed(0)
-model = DiffusionAutoencoder.from_config(cfg)
-opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-step = make_step(model, opt, cfg.batch_size, cfg.image_size, torch.device("cpu"), bf16=False,
-                 channels_last=False, compiled=False)
+model = random_dae(load_config("tiny"))
+opt = torch.optim.Adam(model.trainable_parameters(), lr=cfg.lr)
+step = make_step(model, opt, cfg.batch_size, torch.device("cpu"), bf16=cfg.bf16 and bf16_supported(torch.device("cpu")),
+                 channels_last=cfg.channels_last, compiled=False)
 step(); step()
 t0 = time.perf_counter()
 for _ in range({steps}):

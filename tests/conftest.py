@@ -32,7 +32,7 @@ from typing import Iterator
 
 import pytest
 
-import daetalker  # noqa: F401  (sets OMP_WAIT_POLICY before any test module loads torch)
+import daetalker  # noqa: F401  (sets GOMP_SPINCOUNT before any test module loads torch)
 
 _CLEARED = (
     "MLFLOW_TRACKING_URI",
