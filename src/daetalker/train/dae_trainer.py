@@ -42,7 +42,7 @@ from daetalker.train.distributed import (
 )
 from daetalker.train.ema import EMA
 from daetalker.train.encoded_frames import EncodedFrames
-from daetalker.train.frames_dataset import FramesDataset, read_manifest
+from daetalker.train.frames_dataset import FramesDataset
 from daetalker.train.loop import (
     Every,
     NullLogger,
@@ -282,7 +282,7 @@ def _train(
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
     run = _Run(data_dir, out_dir, cfg, info, (logger or default_logger()) if info.is_main else NullLogger())
 
-    read_manifest(data_dir)  # not a dataset: say so before anything else
+    FramesDataset(data_dir, splits=("train",))  # a missing, empty or torn dataset says so before anything else
     st = _build(dcfg, dev, FirstStageInput.load(first_stage, dcfg, dev))
     _restore(st, run.ckpt_dir, resume, dcfg, info)
     forward: Any = wrap_ddp(st.model, info)
