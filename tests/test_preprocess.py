@@ -236,7 +236,7 @@ def test_real_clips_meet_the_acceptance_criteria(real_dataset):
         assert row.detection_rate >= 0.95, row.source
         c = ds.clip_dir(out, row.clip_id)
         frames = ds.open_frames(out, row.clip_id)
-        assert frames.shape == (row.n_frames, 64, 64, 3) and frames.dtype == np.uint8
+        assert frames.shape == (row.n_frames, cfg.resolution, cfg.resolution, 3) and frames.dtype == np.uint8
         wav, sr = sf.read(c / "audio.wav", dtype="int16")
         assert sr == 16000 and wav.ndim == 1 and len(wav) == 640 * row.n_frames
         assert np.load(c / "mel.npy").shape == (4 * row.n_frames, 80)
@@ -246,7 +246,7 @@ def test_real_clips_meet_the_acceptance_criteria(real_dataset):
         lm = np.load(c / "landmarks.npy")
         kept = lm[labels.face_found.to_numpy()]
         assert lm.shape == (row.n_frames, 468, 3)
-        assert (kept[..., :2] >= 0).all() and (kept[..., :2] < 64).all(), row.source
+        assert (kept[..., :2] >= 0).all() and (kept[..., :2] < cfg.resolution).all(), row.source
         # the head is near frontal in all of these recordings
         assert labels.yaw.abs().median() < 20 and labels.pitch.abs().median() < 20
     vfr = m[m["source"] == "OpenTalker__video-retalking__1.mp4"].iloc[0]
