@@ -477,7 +477,7 @@ def test_train_syncnet_writes_the_expert_into_its_artifact(syncnet, versioned: s
 
 
 def test_evaluate_writes_metrics_and_report_into_its_html_artifact(evaluated) -> None:
-    from daetalker.stages.evaluation import GATE_KEYS
+    from daetalker.registry.names import GATE_METRICS as GATE_KEYS
 
     out_json, report = evaluated
     out = loads(out_json)

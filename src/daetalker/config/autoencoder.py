@@ -40,7 +40,6 @@ class AutoencoderConfig:
     eval_frames: int = 256  # held-out frames scored at the end (PSNR, SSIM, mouth r)
     # --- performance ---
     bf16: bool = True  # autocast where the device supports it (CUDA; models/device.py)
-    channels_last: bool = True  # measured 1.2x on 2 CPU cores in fp32 at 128 px (docs/autoencoder.md)
     num_workers: int = 0
     seed: int = 0
     mlflow: bool = True

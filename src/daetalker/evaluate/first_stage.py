@@ -33,7 +33,8 @@ def score_first_stage(model: FirstStage, data_dir: Path, *, frames: int = 256, p
     """The held-out report of ``model`` on ``data_dir`` (see the module docstring); NaN where no face is found."""
     from daetalker.evaluate.evaluate import FrameLabeller, versus_ground_truth
     from daetalker.evaluate.image_metrics import psnr, ssim
-    from daetalker.train.autoencoder_trainer import held_out_frames, reconstruct
+    from daetalker.train.autoencoder_trainer import reconstruct
+    from daetalker.train.frames_dataset import held_out_frames
 
     x, split = held_out_frames(Path(data_dir), frames, model.image_size)
     real, fake = to_uint8(x), to_uint8(reconstruct(model, x, bf16))  # (N, P, P, 3)

@@ -39,7 +39,7 @@ def dae_from_state(state: dict[str, Any], weights: dict[str, torch.Tensor]) -> D
         if "first_stage" not in state:
             raise CheckpointError("a latent-space DAE checkpoint without its first_stage entry (written by a "
                                   "broken run); retrain with `daetalker train-dae --autoencoder ...`")
-        first = FirstStage.from_config(from_dict(AutoencoderConfig, state["first_stage"]["autoencoder_config"]))
+        first = FirstStage.from_config(autoencoder_config(state["first_stage"]["autoencoder_config"]))
     model = DiffusionAutoencoder.from_config(cfg, first)
     model.load_state_dict(weights)
     return model
@@ -69,9 +69,14 @@ def load_s2l(path: Path, device: str | torch.device = "cpu") -> tuple[Speech2Lat
     return model.to(device).eval().requires_grad_(False), cfg, dict(state["dims"])
 
 
+def autoencoder_config(saved: dict[str, Any]) -> AutoencoderConfig:
+    """A checkpoint's ``autoencoder_config``; ``channels_last`` of the first ones is dropped (it always is now)."""
+    return from_dict(AutoencoderConfig, {k: v for k, v in saved.items() if k != "channels_last"})
+
+
 def first_stage_from_state(state: dict[str, Any]) -> tuple[FirstStage, AutoencoderConfig]:
     """The autoencoder of a checkpoint dict: ``autoencoder_config`` + ``model`` (its state dict, shift/scale included)."""
-    cfg = from_dict(AutoencoderConfig, state["autoencoder_config"])
+    cfg = autoencoder_config(state["autoencoder_config"])
     model = FirstStage.from_config(cfg)
     model.load_state_dict(state["model"])
     return model.eval().requires_grad_(False), cfg

@@ -8,8 +8,6 @@ from typing import Any
 from daetalker.config import Config
 from daetalker.stages.run import StageRun
 
-GATE_KEYS = ("lse_c", "lse_d", "fid", "pose_mae", "face_found_rate", "lse_c_vs_gt")
-
 
 def evaluate(run: StageRun, bundle: str | Path, data_dir: Path, out_dir: Path, cfg: Config, *, syncnet_weights: Path,
              champion_metrics: dict[str, float] | None = None, **options: Any) -> dict[str, Any]:  # fmt: skip

@@ -135,13 +135,14 @@ def champion_metrics(speaker: str) -> dict[str, float] | None:
 def evaluate_step(ctx_json: str, packaged: str, syncnet: str, out_dir: str) -> dict[str, Any]:
     """Generate every held-out clip (val and test: no model trained on them) from its own audio; LSE, FID,
     pose, M-LMD against ground truth; report."""
-    from daetalker.stages.evaluation import GATE_KEYS, evaluate
+    from daetalker.registry.names import GATE_METRICS
+    from daetalker.stages.evaluation import evaluate
 
     ctx = RunContext.from_json(ctx_json)
     result = evaluate(stage_run(ctx), json.loads(packaged)["bundle"], ctx.processed_dir(), Path(out_dir), ctx.config(),
                       syncnet_weights=Path(json.loads(syncnet)["checkpoint"]),
                       champion_metrics=champion_metrics(ctx.speaker), split="heldout")  # fmt: skip
-    keep = ("eval_run_id", "metrics", "report", *GATE_KEYS)
+    keep = ("eval_run_id", "metrics", "report", *GATE_METRICS)
     return {k: result.get(k) for k in keep}
 
 

@@ -36,15 +36,15 @@ from torch.utils.data import DataLoader
 from daetalker import checkpoint as ckpt_io
 from daetalker.config import Config
 from daetalker.config.autoencoder import AutoencoderConfig
-from daetalker.config.base import from_dict
 from daetalker.diffusion import box_weights
-from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
+from daetalker.errors import CheckpointError, ConfigError
 from daetalker.models import count_parameters
 from daetalker.models.device import autocast, pick_device
 from daetalker.models.first_stage import FirstStage
+from daetalker.models.loading import autoencoder_config
 from daetalker.models.images import to_uint8
-from daetalker.train.run_files import MetricsFile, TrainResult, finish_run, write_png
-from daetalker.train.frames_dataset import FramesDataset
+from daetalker.train.run_files import MetricsFile, TrainResult, check_resumable, finish_run, write_png
+from daetalker.train.frames_dataset import FramesDataset, evenly_spaced, held_out_frames
 from daetalker.train.loop import Every, StepLoop, TrainLogger, default_logger, rng_state, scheduled_lr, set_rng_state
 from daetalker.train.reconstruction import psnr
 from daetalker.train.sampler import ResumableShardedSampler
@@ -94,9 +94,7 @@ class _State:
 
 def _build(acfg: AutoencoderConfig, dev: torch.device) -> _State:
     torch.manual_seed(acfg.seed)
-    model = FirstStage.from_config(acfg).to(dev)
-    if acfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = FirstStage.from_config(acfg).to(dev)  # channels_last, as FirstStage always runs
     opt = torch.optim.Adam(model.parameters(), lr=acfg.lr, fused=dev.type == "cuda")
     return _State(model, opt)
 
@@ -115,16 +113,6 @@ def _checkpoint(st: _State, cfg: Config, dev: torch.device) -> dict[str, Any]:
     }
 
 
-def _check_resumable(state: dict[str, Any], acfg: AutoencoderConfig, path: Path) -> None:
-    saved = from_dict(AutoencoderConfig, state["autoencoder_config"])
-    diff = [k for k in ARCH_FIELDS if list(np.atleast_1d(getattr(saved, k))) != list(np.atleast_1d(getattr(acfg, k)))]
-    if diff:
-        raise CheckpointError(f"{path}: model shape differs from the config in {diff}; resume with the config it "
-                              "was trained with or start a new --out folder")
-    if saved.batch_size != acfg.batch_size:
-        raise CheckpointError(f"{path}: batch_size {saved.batch_size} -> {acfg.batch_size} breaks the data position")
-
-
 def _restore(st: _State, ckpt_dir: Path, resume: bool, acfg: AutoencoderConfig, dev: torch.device) -> None:
     """Load the newest intact checkpoint (torn ones are skipped) when resuming; refuse to overwrite one otherwise."""
     if not resume:
@@ -136,7 +124,7 @@ def _restore(st: _State, ckpt_dir: Path, resume: bool, acfg: AutoencoderConfig, 
         log.info("no intact checkpoint in %s: starting from step 0", ckpt_dir)
         return
     path, state = found
-    _check_resumable(state, acfg, path)
+    check_resumable(autoencoder_config(state["autoencoder_config"]), acfg, ARCH_FIELDS, path)
     st.model.load_state_dict(state["model"])
     st.opt.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"], dev)
@@ -158,21 +146,6 @@ def _batches(data_dir: Path, acfg: AutoencoderConfig, dev: torch.device,
     return ((b[0], b[1]) if mouth else (b, None) for b in loader)
 
 
-def evenly_spaced(n: int, count: int) -> np.ndarray:
-    """``min(count, n)`` indices spread evenly over ``range(n)``."""
-    return np.linspace(0, n - 1, min(count, n)).round().astype(int)
-
-
-def held_out_frames(data_dir: Path, count: int, image_size: int) -> tuple[torch.Tensor, str]:
-    """(up to ``count`` evenly spaced val/test frames (N, 3, P, P), "held_out"); without a held-out split,
-    training frames and "train"."""
-    try:
-        ds, split = FramesDataset(data_dir, splits=("val", "test"), image_size=image_size), "held_out"
-    except DaetalkerError:  # no held-out split (tiny fake datasets)
-        ds, split = FramesDataset(data_dir, splits=("train",), image_size=image_size), "train"
-    return torch.stack([ds[int(i)] for i in evenly_spaced(len(ds), count)]), split
-
-
 @torch.no_grad()
 def reconstruct(model: FirstStage, frames: torch.Tensor, bf16: bool = False) -> torch.Tensor:
     """Reconstructions (N, 3, P, P) in [-1, 1] on the CPU of frames (N, 3, P, P), in batches."""
@@ -191,7 +164,7 @@ def set_latent_statistics(model: FirstStage, data_dir: Path, acfg: AutoencoderCo
     dev = next(model.parameters()).device
     ds = FramesDataset(data_dir, splits=("train",), image_size=acfg.image_size)
     idx = evenly_spaced(len(ds), acfg.stats_frames)
-    raw = [model.encode_raw(torch.stack([ds[int(i)] for i in chunk]).to(dev)).float()
+    raw = [model.encode_raw(ds.stack(chunk).to(dev)).float()
            for chunk in np.array_split(idx, max(1, -(-len(idx) // ENCODE_BATCH)))]  # fmt: skip
     model.set_latent_statistics(torch.cat(raw))
     return {**{f"latent_shift_{c}": float(v) for c, v in enumerate(model.shift)},
@@ -268,8 +241,6 @@ def _step(st: _State, x: torch.Tensor, boxes: torch.Tensor | None, acfg: Autoenc
     """One optimisation step on frames x (B, 3, P, P) with their mouth boxes (B, 4) or None:
     (detached losses, scalars) for :class:`StepLoop`."""
     x = x.to(dev, non_blocking=True)
-    if acfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
     weights = box_weights(boxes.to(dev), acfg.image_size, acfg.mouth_weight) if boxes is not None else None
     lr = scheduled_lr(st.step, acfg.lr, acfg.warmup_steps, acfg.lr_decay_steps or acfg.max_steps)
     for group in st.opt.param_groups:

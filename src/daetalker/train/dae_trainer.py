@@ -22,17 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from daetalker import checkpoint as ckpt_io
 from daetalker.config import Config
+from daetalker.config.base import to_dict
 from daetalker.config.dae import DAEConfig
 from daetalker.diffusion import (
     NoiseSchedule, box_weights, eps_loss, linear_schedule, min_snr_weights, q_sample, v_target,
 )
-from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
+from daetalker.errors import CheckpointError, ConfigError
 from daetalker.models import DiffusionAutoencoder, count_parameters
 from daetalker.models.device import autocast
 from daetalker.models.first_stage import FirstStage
@@ -42,7 +42,7 @@ from daetalker.train.distributed import (
 )
 from daetalker.train.ema import EMA
 from daetalker.train.encoded_frames import EncodedFrames
-from daetalker.train.frames_dataset import FramesDataset
+from daetalker.train.frames_dataset import FramesDataset, evenly_spaced, held_out_frames
 from daetalker.train.loop import (
     Every,
     NullLogger,
@@ -54,7 +54,7 @@ from daetalker.train.loop import (
     scheduled_lr,
 )
 from daetalker.train.reconstruction import psnr, recon_grid, reconstruct
-from daetalker.train.run_files import MetricsFile, TrainResult, finish_run, write_png
+from daetalker.train.run_files import MetricsFile, TrainResult, check_resumable, finish_run, write_png
 from daetalker.train.sampler import ResumableShardedSampler
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,6 @@ class FirstStageInput:
         if ae_cfg.image_size != dcfg.image_size:
             raise ConfigError(f"--autoencoder {path}: encodes {ae_cfg.image_size} px frames, dae.image_size is "
                               f"{dcfg.image_size} (fix: set dae.image_size={ae_cfg.image_size} or retrain it)")
-        from daetalker.config.base import to_dict
-
         return cls(model, {"autoencoder_config": to_dict(ae_cfg), "sha256": sha, "path": str(Path(path).resolve())})
 
 
@@ -134,19 +132,11 @@ def _checkpoint(st: _State, cfg: Config, dev: torch.device, world_size: int) -> 
 
 
 def _check_resumable(state: dict[str, Any], cfg: DAEConfig, path: Path, first_stage: dict[str, Any] | None) -> None:
-    saved, now = dae_config_from_checkpoint(state).__dict__, cfg.__dict__
-    diff = [k for k in ARCH_FIELDS if list(np.atleast_1d(saved[k])) != list(np.atleast_1d(now[k]))]
-    if diff:
-        raise CheckpointError(
-            f"{path}: model shape differs from the config in {diff}; resume with the config it was "
-            f"trained with or start a new --out folder"
-        )
+    check_resumable(dae_config_from_checkpoint(state), cfg, ARCH_FIELDS, path)
     was, now_sha = state.get("first_stage", {}).get("sha256"), (first_stage or {}).get("sha256")
     if was != now_sha:
         raise CheckpointError(f"{path}: trained on autoencoder {was}, resumed with {now_sha}; pass the "
                               f"--autoencoder it was trained with ({state.get('first_stage', {}).get('path')})")
-    if saved["batch_size"] != cfg.batch_size:
-        raise CheckpointError(f"{path}: batch_size {saved['batch_size']} -> {cfg.batch_size} breaks the data position")
 
 
 def _restore(st: _State, ckpt_dir: Path, resume: bool, dcfg: DAEConfig, info: DistInfo) -> None:
@@ -204,9 +194,8 @@ def _calibrate(st: _State, data_dir: Path, dcfg: DAEConfig, dev: torch.device) -
     if not dcfg.latent_norm:
         return
     ds = FramesDataset(data_dir, splits=("train",), image_size=dcfg.image_size)
-    idx = np.linspace(0, len(ds) - 1, min(dcfg.latent_calib_frames, len(ds))).round().astype(int)
     with autocast(dev, dcfg.bf16):
-        frames = st.ema.model.to_space(torch.stack([ds[int(i)] for i in idx]).to(dev))
+        frames = st.ema.model.to_space(ds.stack(evenly_spaced(len(ds), dcfg.latent_calib_frames)).to(dev))
         if dcfg.channels_last:
             frames = frames.contiguous(memory_format=torch.channels_last)
         st.ema.model.encoder.calibrate(frames)
@@ -295,7 +284,7 @@ def _train(
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "config.yaml")
         run.metrics_file = MetricsFile(out_dir / "metrics.jsonl", st.step)
-        run.held_out = _held_out_batch(data_dir, dcfg)
+        run.held_out = held_out_frames(data_dir, dcfg.sample_count, dcfg.image_size)[0]
         run.logger.log_metrics(st.step, {"params_total": count_parameters(st.model),
                                          "params_trained": sum(p.numel() for p in st.model.trainable_parameters())})
 
@@ -357,16 +346,6 @@ def _loop(st: _State, forward: Any, batches: Iterator[tuple[torch.Tensor, torch.
     st.model.train()
     return loop.run(update, [(lambda d, f: sampling(d, f) or saving(d, f), calibrate), (sampling, reconstruct),
                              (saving, save)])
-
-
-def _held_out_batch(data_dir: Path, cfg: DAEConfig) -> torch.Tensor:
-    """A fixed set of frames for reconstruction grids: held-out frames if there are any."""
-    try:
-        ds = FramesDataset(data_dir, splits=("val", "test"), image_size=cfg.image_size)
-    except DaetalkerError:  # no held-out split (tiny fake datasets): use training frames
-        ds = FramesDataset(data_dir, splits=None, image_size=cfg.image_size)
-    idx = np.linspace(0, len(ds) - 1, min(cfg.sample_count, len(ds))).round().astype(int)
-    return torch.stack([ds[int(i)] for i in idx])
 
 
 def _log_reconstructions(

@@ -53,6 +53,11 @@ def mouth_box(landmarks: np.ndarray, crop_size: int, pad: float = 0.25) -> np.nd
     return np.clip(np.concatenate([lo - grow, hi + grow]), 0.0, 1.0).astype(np.float32)
 
 
+def evenly_spaced(n: int, count: int) -> np.ndarray:
+    """``min(count, n)`` indices spread evenly over ``range(n)``."""
+    return np.linspace(0, n - 1, min(count, n)).round().astype(int)
+
+
 class FramesDataset(Dataset):
     """Every frame of the clips in ``splits``; item i -> float32 (3, S, S) in [-1, 1], or with
     ``mouth_boxes`` the pair (frame, its mouth box (4,) in [0, 1], see :func:`mouth_box`)."""
@@ -111,17 +116,33 @@ class FramesDataset(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         clip, frame = self.locate(index)
-        frames = self.clip_frames(clip)
-        x = to_model_range(np.array(frames[frame]), self.image_size)
+        x = self._frame(clip, frame)
         if not self.mouth_boxes:
             return x
         marks = self._landmarks.get(clip)
         if marks is None:
             marks = self._landmarks[clip] = np.load(landmarks_path(self.data_dir, self.clip_ids[clip]), mmap_mode="r")
-        return x, torch.from_numpy(mouth_box(marks[frame], frames.shape[1]))
+        return x, torch.from_numpy(mouth_box(marks[frame], self.clip_frames(clip).shape[1]))
+
+    def stack(self, indices: Iterable[int]) -> torch.Tensor:
+        """Frames (N, 3, S, S) at dataset ``indices`` (without their mouth boxes)."""
+        return torch.stack([self._frame(*self.locate(int(i))) for i in indices])
+
+    def _frame(self, clip: int, frame: int) -> torch.Tensor:
+        return to_model_range(np.array(self.clip_frames(clip)[frame]), self.image_size)
 
     def __getstate__(self) -> dict:
         # DataLoader workers re-open the memory maps themselves.
         state = dict(self.__dict__)
         state["_arrays"], state["_landmarks"] = {}, {}
         return state
+
+
+def held_out_frames(data_dir: Path, count: int, image_size: int) -> tuple[torch.Tensor, str]:
+    """Up to ``count`` evenly spaced val/test frames (N, 3, S, S) and "held_out"; without a held-out
+    split (tiny fake datasets), training frames and "train"."""
+    try:
+        ds, split = FramesDataset(data_dir, splits=("val", "test"), image_size=image_size), "held_out"
+    except DaetalkerError:
+        ds, split = FramesDataset(data_dir, splits=("train",), image_size=image_size), "train"
+    return ds.stack(evenly_spaced(len(ds), count)), split

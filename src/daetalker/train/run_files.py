@@ -1,4 +1,5 @@
-"""The files every training run writes beside its checkpoints: ``metrics.jsonl``, sample PNGs, ``result.json``."""
+"""What every training run shares around its checkpoints: ``metrics.jsonl``, sample PNGs, ``result.json``,
+and the rule for resuming one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from daetalker import checkpoint as ckpt_io
+from daetalker.errors import CheckpointError
 
 
 @dataclass
@@ -17,6 +19,18 @@ class TrainResult:
     checkpoint: Path  # checkpoints/latest.pt
     final_step: int
     metrics: dict[str, float] = field(default_factory=dict)
+
+
+def check_resumable(saved: object, now: object, arch_fields: tuple[str, ...], path: Path) -> None:
+    """A checkpoint trained with config ``saved`` resumes under ``now`` only with the same network shape
+    (``arch_fields``) and batch size (the data position counts samples)."""
+    same = lambda k: list(np.atleast_1d(getattr(saved, k))) == list(np.atleast_1d(getattr(now, k)))  # noqa: E731
+    diff = [k for k in arch_fields if not same(k)]
+    if diff:
+        raise CheckpointError(f"{path}: model shape differs from the config in {diff}; resume with the config it was "
+                              "trained with or start a new --out folder")
+    if saved.batch_size != now.batch_size:
+        raise CheckpointError(f"{path}: batch_size {saved.batch_size} -> {now.batch_size} breaks the data position")
 
 
 def finish_run(out_dir: Path, ckpt_dir: Path, final_step: int, last: dict[str, float], t_begin: float,
