@@ -95,6 +95,14 @@ def test_loss_falls_and_validation_logged(dataset, tmp_path: Path) -> None:
     # statistics of the training split in the buffers: feature mean ~ -5 (+ a sine), pose std of yaw ~ 7
     assert -5.5 < float(model.feature_mean.mean()) < -4.5
     assert 5.0 < float(model.pose_std[0]) < 9.0 and abs(float(model.pose_mean[1]) - 2.0) < 1e-4
+    # the motion the predictor leaves out, fitted on train + val before the final checkpoint: yaw is a
+    # slow sine (residual drifts slowly: rho near 1), pitch is constant (its residual std is tiny)
+    fitted = lines[-1]
+    assert {f"pose_residual_{k}_{a}" for k in ("std_deg", "rho") for a in ("yaw", "pitch", "roll")} <= fitted.keys()
+    assert 0.0 < fitted["pose_residual_std_deg_yaw"] < 12.0 and fitted["pose_residual_rho_yaw"] > 0.5
+    assert fitted["pose_residual_std_deg_pitch"] < 0.01 * fitted["pose_residual_std_deg_yaw"]
+    np.testing.assert_allclose(model.pose_residual_std * model.pose_std, [fitted[f"pose_residual_std_deg_{a}"]
+                               for a in ("yaw", "pitch", "roll")], rtol=1e-5)  # fmt: skip
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -2,7 +2,11 @@
 
 ``--pose`` takes one of:
 
-- ``predicted`` (default): speech2latent's own pose predictor;
+- ``predicted`` (default): speech2latent's own pose predictor, plus a seeded
+  draw of the head motion speech does not explain (:func:`sampled_motion`), so
+  the head moves as much as the speaker's;
+- ``predicted-mean``: the pose predictor alone (a near-still head: regression
+  keeps only the motion the speech explains);
 - ``constant:Y,P,R``: a fixed yaw, pitch, roll in degrees for every frame;
 - ``reference:PATH``: the poses of a preprocessed clip (its folder, or its
   ``labels.parquet``); frames without a face are interpolated, and the sequence
@@ -10,7 +14,8 @@
 - ``FILE.csv``: a scripted curve with columns yaw, pitch, roll and exactly one
   row per output frame (25 fps).
 
-Returns None for ``predicted``, else a float32 (n_frames, 3) array in degrees.
+:func:`resolve_pose` returns None for the predicted sources, else a float32
+(n_frames, 3) array in degrees.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ from pathlib import Path
 import numpy as np
 
 from daetalker.errors import DaetalkerError, InputMediaError
+from daetalker.models.speech2latent import Speech2Latent
 
 COLUMNS = ("yaw", "pitch", "roll")
 # A head turned or tilted past 90 degrees shows no face to render: the widest pose any talker can take.
 LIMIT_DEG = 90.0
-FIX = "use predicted, constant:YAW,PITCH,ROLL, reference:CLIP_DIR_OR_LABELS.parquet or a .csv with yaw,pitch,roll"
+PREDICTED = ("predicted", "predicted-mean")
+FIX = ("use predicted, predicted-mean, constant:YAW,PITCH,ROLL, reference:CLIP_DIR_OR_LABELS.parquet or a .csv "
+       "with yaw,pitch,roll")
 
 
 def resolve_pose(spec: str | None, n_frames: int) -> np.ndarray | None:
     spec = (spec or "predicted").strip()
-    if spec == "predicted":
+    if spec in PREDICTED:
         return None
     if spec.startswith("constant:"):
         try:
@@ -47,6 +55,13 @@ def resolve_pose(spec: str | None, n_frames: int) -> np.ndarray | None:
     if spec.endswith(".csv"):
         return _csv(Path(spec), n_frames)
     raise DaetalkerError(f"--pose {spec!r}: unknown pose source (fix: {FIX})")
+
+
+def sampled_motion(spec: str | None, s2l: Speech2Latent, n_frames: int, seed: int) -> np.ndarray | None:
+    """(n_frames, 3) degrees added to the predicted pose for ``predicted``; None for every other source."""
+    if (spec or "predicted").strip() != "predicted":
+        return None
+    return s2l.sample_pose_residual(n_frames, seed).numpy()
 
 
 def _columns(df, path: Path) -> np.ndarray:

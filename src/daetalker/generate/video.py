@@ -52,7 +52,7 @@ from daetalker import outputs
 from daetalker.errors import DaetalkerError
 from daetalker.generate.audio_io import prepare_audio
 from daetalker.generate.model import Talker, load_bundle
-from daetalker.generate.pose import resolve_pose
+from daetalker.generate.pose import resolve_pose, sampled_motion
 from daetalker.models import DiffusionAutoencoder
 from daetalker.models.device import autocast
 from daetalker.models.images import to_model_range, to_uint8
@@ -107,12 +107,13 @@ def reference_noise(
 @torch.no_grad()
 def predict_latents(
     s2l: Speech2Latent, mel: np.ndarray, n_frames: int, pose: np.ndarray | None, *, chunk_frames: int,
-    context_frames: int,
+    context_frames: int, pose_offset: np.ndarray | None = None,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_frame, normalised latents (m, D))`` chunk by chunk, covering frames 0..n_frames-1.
 
     Each chunk sees ``context_frames`` of audio (and pose) on both sides; audio shorter than one
-    chunk runs whole.
+    chunk runs whole. ``pose`` (n_frames, 3) degrees replaces the predicted pose; ``pose_offset``
+    (n_frames, 3) degrees is added to it (with ``pose`` None).
     """
     device, k = s2l.feature_mean.device, s2l.k
     assert len(mel) >= k * n_frames and chunk_frames >= 1 and context_frames >= 0
@@ -120,8 +121,9 @@ def predict_latents(
         b = min(n_frames, a + chunk_frames)
         lo, hi = max(0, a - context_frames), min(n_frames, b + context_frames)
         feats = torch.from_numpy(np.array(mel[k * lo : k * hi], np.float32))[None].to(device)  # (1, k*T, F)
-        p = None if pose is None else torch.from_numpy(np.asarray(pose[lo:hi], np.float32))[None].to(device)
-        yield a, s2l(feats, pose=p).latent[0, a - lo : b - lo].float()
+        p, off = (None if v is None else torch.from_numpy(np.asarray(v[lo:hi], np.float32))[None].to(device)
+                  for v in (pose, pose_offset))  # (1, T, 3) degrees
+        yield a, s2l(feats, pose=p, pose_offset=off).latent[0, a - lo : b - lo].float()
 
 
 @torch.no_grad()
@@ -273,11 +275,11 @@ def render_video(
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
         prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess)
         n = prepared.n_frames
-        pose_arr = resolve_pose(pose, n)
+        pose_arr, motion = resolve_pose(pose, n), sampled_motion(pose, talker.s2l, n, seed)
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
-        frames = _render_frames(talker, prepared.mel(), n, pose_arr, x_T, steps=steps, schedule=schedule,
+        frames = _render_frames(talker, prepared.mel(), n, (pose_arr, motion), x_T, steps=steps, schedule=schedule,
                                 batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
                                 context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
                                 per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
@@ -299,17 +301,19 @@ def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, s
 
 
 def _render_frames(
-    talker: Talker, mel: np.ndarray, n_frames: int, pose: np.ndarray | None, x_T: torch.Tensor, *, steps: int,
-    schedule: NoiseSchedule, batch_size: int, chunk_frames: int, context_frames: int, clip_x0: bool, size: int,
-    per_frame_seed: int | None,
+    talker: Talker, mel: np.ndarray, n_frames: int, pose: tuple[np.ndarray | None, np.ndarray | None],
+    x_T: torch.Tensor, *, steps: int, schedule: NoiseSchedule, batch_size: int, chunk_frames: int,
+    context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield ``(uint8 frames (B, size, size, 3), seconds spent decoding them)`` in order, chunk by chunk.
 
+    ``pose``: (the pose that replaces the predicted one, the motion added to it), see :func:`predict_latents`;
     ``per_frame_seed``: draw each frame's own x_T from this seed instead of sharing ``x_T`` (ablation).
     """
     dcfg = talker.dae_cfg
     noise_gen = None if per_frame_seed is None else torch.Generator(device="cpu").manual_seed(per_frame_seed)
-    chunks = predict_latents(talker.s2l, mel, n_frames, pose, chunk_frames=chunk_frames, context_frames=context_frames)
+    chunks = predict_latents(talker.s2l, mel, n_frames, pose[0], pose_offset=pose[1], chunk_frames=chunk_frames,
+                             context_frames=context_frames)  # fmt: skip
     for _, z_norm in chunks:
         z = z_norm * talker.latent_std + talker.latent_mean  # back to the DAE's latent space
         x = x_T

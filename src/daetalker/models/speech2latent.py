@@ -12,7 +12,9 @@ ground-truth pose, inference the predicted pose or one the user supplies.
 
 Statistics live in buffers (saved with the weights): per-bin feature mean/std
 standardise the input; pose mean/std map degrees to the unit scale the
-predictor and projector work in. ``pose`` in and ``pose`` out are in degrees.
+predictor and projector work in; pose_residual_std/rho describe the head motion
+the predictor leaves out (:mod:`daetalker.models.pose_residual`, fitted after
+training; zero in checkpoints from before it). ``pose`` in and out are in degrees.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import nn
 
 from daetalker.config.s2l import S2LConfig
 from daetalker.models.conformer import Conformer, lengths_to_mask
+from daetalker.models.pose_residual import sample_ar1
 
 POSE_DIM = 3  # yaw, pitch, roll
 
@@ -84,6 +87,8 @@ class Speech2Latent(nn.Module):
         self.register_buffer("feature_std", torch.ones(feature_dim))
         self.register_buffer("pose_mean", torch.zeros(POSE_DIM))
         self.register_buffer("pose_std", torch.ones(POSE_DIM))
+        self.register_buffer("pose_residual_std", torch.zeros(POSE_DIM))  # unit scale; 0: not fitted
+        self.register_buffer("pose_residual_rho", torch.zeros(POSE_DIM))
 
         # Local context at the feature rate, then a conv with kernel = stride = k: one vector per
         # video frame, built only from that frame's k feature frames.
@@ -149,6 +154,24 @@ class Speech2Latent(nn.Module):
             assert value.shape == buf.shape, f"{name} must be {tuple(buf.shape)}, got {tuple(value.shape)}"
             buf.copy_(value.clamp_min(1e-5) if is_std else value)
 
+    @torch.no_grad()
+    def set_pose_residual(self, std: torch.Tensor, rho: torch.Tensor) -> None:
+        """Store the fitted AR(1) of the pose residual: per-axis std (unit scale) and lag-1 correlation."""
+        self.pose_residual_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.pose_residual_rho.copy_(torch.as_tensor(rho, dtype=torch.float32))
+
+    def sample_pose_residual(self, n_frames: int, seed: int) -> torch.Tensor:
+        """(n_frames, 3) degrees of head motion the speech does not explain; zeros if never fitted."""
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        unit = sample_ar1(n_frames, self.pose_residual_std, self.pose_residual_rho, gen)  # (n, 3)
+        return unit * self.pose_std.float().cpu()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # Checkpoints from before the residual was fitted lack its buffers: they load as "not fitted".
+        for name in ("pose_residual_std", "pose_residual_rho"):
+            state_dict.setdefault(prefix + name, torch.zeros(POSE_DIM))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def pose_from_unit(self, pose_unit: torch.Tensor) -> torch.Tensor:
         return pose_unit * self.pose_std + self.pose_mean
 
@@ -170,10 +193,12 @@ class Speech2Latent(nn.Module):
         mask: torch.Tensor | None = None,
         lengths: torch.Tensor | None = None,
         pose: torch.Tensor | None = None,
+        pose_offset: torch.Tensor | None = None,
     ) -> S2LOutput:
         """features (B, k*T, F); mask (B, T) bool or lengths (B,) in video frames; pose (B, T, 3) degrees.
 
-        Without ``pose`` (inference) the predicted pose drives the projector. Non-finite pose
+        Without ``pose`` (inference) the predicted pose drives the projector, plus ``pose_offset``
+        (B, T, 3) degrees if given (a draw of :meth:`sample_pose_residual`). Non-finite pose
         labels (frames without a face) are replaced by the prediction. The prediction is detached
         where it is fed back, so only the pose loss trains the predictor.
         """
@@ -193,6 +218,9 @@ class Speech2Latent(nn.Module):
         pose_unit_pred = self.pose_predictor(h, mask)  # (B, T, 3)
         if pose is None:
             pose_unit = pose_unit_pred.detach()
+            if pose_offset is not None:
+                assert pose_offset.shape == (b, t, POSE_DIM), f"pose_offset must be (B, T, 3) = {(b, t, 3)}"
+                pose_unit = pose_unit + pose_offset.to(h.dtype) / self.pose_std
         else:
             assert pose.shape == (b, t, POSE_DIM), f"pose must be (B, T, 3) = {(b, t, 3)}, got {tuple(pose.shape)}"
             pose_unit = self.pose_to_unit(pose.to(h.dtype))

@@ -7,7 +7,9 @@ with the ground-truth pose fed to the projector -> masked latent MSE +
 Feature and pose statistics of the training split are stored in the model's
 buffers before step 0. Checkpoints carry weights, optimiser, RNG state and the
 step (the data position: windows are a pure function of the sample number, see
-``s2l_dataset``), so ``resume`` continues bit-exactly.
+``s2l_dataset``), so ``resume`` continues bit-exactly. Before the final
+checkpoint, the head motion the pose predictor leaves out is fitted on the
+training and validation clips (:mod:`daetalker.models.pose_residual`).
 
 Output folder: ``checkpoints/`` (step_*.pt, latest.pt), ``config.yaml``,
 ``metrics.jsonl``, ``result.json``.
@@ -31,7 +33,8 @@ from daetalker.features import LogMelExtractor
 from daetalker.models import count_parameters
 from daetalker.models.device import autocast
 from daetalker.models.loading import build_s2l
-from daetalker.models.speech2latent import Speech2Latent, s2l_loss
+from daetalker.models.pose_residual import ResidualMoments
+from daetalker.models.speech2latent import POSE_DIM, Speech2Latent, s2l_loss
 from daetalker.timebase import FPS
 from daetalker.train.run_files import MetricsFile, TrainResult, finish_run
 from daetalker.train.distributed import (
@@ -79,6 +82,28 @@ def validate(model: Speech2Latent, val: S2LWindows, cfg: S2LConfig, dev: torch.d
         frames += n
     model.train(was_training)
     return {k: v / max(frames, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def fit_pose_residual(model: Speech2Latent, windows: list[S2LWindows], dev: torch.device) -> dict[str, float]:
+    """Fit and store the AR(1) of the pose residual (true - predicted) over every frame of ``windows``."""
+    was_training = model.training
+    model.eval()
+    moments = ResidualMoments(POSE_DIM)
+    for clips in windows:
+        for item in clips.tiles():
+            n = int(item["length"])
+            mask = (torch.arange(clips.w) < n)[None].to(dev)  # (1, W)
+            pred = model(item["features"][None].to(dev), mask=mask).pose[0, :n].float()  # (n, 3) degrees
+            true = item["pose"][:n].to(dev)  # (n, 3) degrees, NaN without a face
+            residual = model.pose_to_unit(true) - model.pose_to_unit(pred)
+            moments.add(residual.cpu(), torch.isfinite(true).all(-1).cpu())
+    model.train(was_training)
+    std, rho = moments.fit()
+    model.set_pose_residual(std, rho)
+    std_deg = std * model.pose_std.float().cpu()
+    return {f"pose_residual_{kind}_{axis}": float(v[i]) for kind, v in (("std_deg", std_deg), ("rho", rho))
+            for i, axis in enumerate(("yaw", "pitch", "roll"))}
 
 
 def train_s2l(
@@ -130,8 +155,8 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
         logger.log_metrics(start, {"params_total": count_parameters(model)})
 
     t_begin = time.perf_counter()
-    last = _loop(model, forward, opt, batches, val, start=start, cfg=cfg, dims=dims, info=info, logger=logger,
-                 metrics_file=metrics_file, ckpt_dir=ckpt_dir)  # fmt: skip
+    last = _loop(model, forward, opt, batches, (train, val), start=start, cfg=cfg, dims=dims, info=info,
+                 logger=logger, metrics_file=metrics_file, ckpt_dir=ckpt_dir)  # fmt: skip
     return finish_run(out_dir, ckpt_dir, max(start, scfg.max_steps), last, t_begin, info.is_main)
 
 
@@ -199,10 +224,12 @@ def _update(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batc
 
 
 def _loop(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batches: Iterator[dict[str, torch.Tensor]],
-          val: S2LWindows | None, *, start: int, cfg: Config, dims: dict[str, int], info: DistInfo,
-          logger: TrainLogger, metrics_file: MetricsFile | None, ckpt_dir: Path) -> dict[str, float]:
-    """Steps ``start`` .. ``s2l.max_steps`` (:class:`StepLoop`): validate and checkpoint on their schedules."""
+          data: tuple[S2LWindows, S2LWindows | None], *, start: int, cfg: Config, dims: dict[str, int],
+          info: DistInfo, logger: TrainLogger, metrics_file: MetricsFile | None, ckpt_dir: Path) -> dict[str, float]:
+    """Steps ``start`` .. ``s2l.max_steps`` (:class:`StepLoop`): validate and checkpoint on their schedules;
+    the pose residual is fitted (on ``data``: train, val) just before the final checkpoint."""
     scfg, dev = cfg.s2l, info.device
+    train, val = data
 
     def update(step: int) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         losses, grad_norm, lr = _update(model, forward, opt, _collate_to(next(batches), dev), scfg, step, dev)
@@ -216,11 +243,17 @@ def _loop(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batche
         metrics_file.write(done, metrics)
         return metrics
 
-    def save(done: int, final: bool) -> None:
+    def save(done: int, final: bool) -> dict[str, float] | None:
+        fitted = None
+        if info.is_main and final:
+            fitted = fit_pose_residual(model, [w for w in (train, val) if w is not None], dev)
+            logger.log_metrics(done, fitted)
+            metrics_file.write(done, fitted)
         if info.is_main:
             ckpt_io.save_checkpoint(_checkpoint(done, model, opt, cfg, dims, info), ckpt_dir, done,
                                     keep=scfg.keep_checkpoints)
         barrier(info)
+        return fitted
 
     loop = StepLoop("train-s2l", start, scfg.max_steps, scfg.log_every, scfg.batch_size, "windows_per_s", dev,
                     info.is_main, logger, metrics_file.write if info.is_main else None, lambda t: all_mean(t, info))
