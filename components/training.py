@@ -38,16 +38,22 @@ def train_dae(ctx: str, versioned: str, first_stage: str, autoencoder: dsl.Input
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def train_dae_job(ctx: str, versioned: str, nodes: int, gpus_per_node: int, cluster: str,
-                  model: dsl.Output[dsl.Model]) -> str:
-    """train-dae under torchrun as a PyTorchJob of ``nodes`` x ``gpus_per_node``; checkpoints land in ``model``."""
+def train_dae_job(ctx: str, versioned: str, first_stage: str, autoencoder: dsl.Input[dsl.Model], nodes: int,
+                  gpus_per_node: int, cluster: str, model: dsl.Output[dsl.Model]) -> str:
+    """train-dae under torchrun as a PyTorchJob of ``nodes`` x ``gpus_per_node``; checkpoints land in ``model``.
+
+    ``first_stage`` / ``autoencoder``: as for train_dae; the checkpoint is staged where the job's pods read it."""
     import json
 
     from daetalker.kubeflow.distributed import train_dae_job_step
+    from daetalker.stages.steps import in_artifact
 
     data_hash = json.loads(versioned)["data_hash"]
     model.metadata["data_hash"] = data_hash
-    return json.dumps(train_dae_job_step(ctx, data_hash, nodes, gpus_per_node, cluster, model.path))
+    checkpoint = json.loads(first_stage)["checkpoint"]
+    checkpoint = checkpoint and in_artifact(checkpoint, autoencoder.path)
+    return json.dumps(train_dae_job_step(ctx, data_hash, nodes, gpus_per_node, cluster, model.path,
+                                         autoencoder=checkpoint))  # fmt: skip
 
 
 @dsl.component(base_image=GPU_IMAGE, install_kfp_package=False)

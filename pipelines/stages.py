@@ -49,7 +49,7 @@ def train_dae_stage(ctx: Any, versioned: Any, first_stage: Any, cluster: Cluster
         return _trained(train_dae(ctx=ctx, versioned=versioned, **first).set_display_name("train DAE"), None)
     with dsl.If(nodes > 0, "DAE as a PyTorchJob"):
         job = train_dae_job(ctx=ctx, versioned=versioned, nodes=nodes, gpus_per_node=gpus_per_node,
-                            cluster=_job_settings(cluster)).set_display_name("train DAE (PyTorchJob)")  # fmt: skip
+                            cluster=_job_settings(cluster), **first).set_display_name("train DAE (PyTorchJob)")
     with dsl.Else("DAE in this pod"):
         local = train_dae(ctx=ctx, versioned=versioned, **first).set_display_name("train DAE")
     return _trained(local, job)

@@ -427,14 +427,44 @@ def test_train_dae_job_collects_the_job_run_into_its_model_artifact(job_cluster,
 
     api, job_ctx = job_cluster
     model = arts.output(dsl.Model, "train-dae-job", "model")
-    out = loads(training_c.train_dae_job.python_func(ctx=job_ctx, versioned=versioned, nodes=2, gpus_per_node=1,
+    pixel = json.dumps({"checkpoint": ""})  # train_autoencoder's output when it skipped (pixel-space DAE)
+    first = arts.output(dsl.Model, "train-autoencoder-skipped", "model")
+    out = loads(training_c.train_dae_job.python_func(ctx=job_ctx, versioned=versioned, first_stage=pixel,
+                                                     autoencoder=arts.input(first), nodes=2, gpus_per_node=1,
                                                      cluster=pipelines.cluster_settings().to_json(), model=model))
     assert Path(out["checkpoint"]) == Path(model.path) / "checkpoints" / "latest.pt" and out["step"] == 7
     assert out["data_hash"] == model.metadata["data_hash"] == loads(versioned)["data_hash"]
     args = _job_args(api)
     assert args[:1] == ["train-dae"] and args[args.index("--data") + 1] == str(RunContext.from_json(
-        job_ctx).processed_dir()) and "--resume" in args
+        job_ctx).processed_dir()) and "--resume" in args and "--autoencoder" not in args
     assert "dae.max_steps=4" in args  # the run's overrides reach the training pods
+
+
+def test_train_dae_job_hands_the_first_stage_to_its_pods(job_cluster, versioned: str, arts: Artifacts) -> None:
+    """A latent-space DAE as a PyTorchJob: the autoencoder is staged on the data cache and passed on."""
+    import torch
+
+    import pipelines
+    from daetalker import checkpoint as ckpt_io
+
+    api, job_ctx = job_cluster
+    first = arts.output(dsl.Model, "train-autoencoder-trained", "model")
+    ckpt = ckpt_io.save_checkpoint({"w": torch.ones(2)}, Path(first.path) / "checkpoints", 4)
+    trained = json.dumps({"checkpoint": str(ckpt)})
+    training_c.train_dae_job.python_func(ctx=job_ctx, versioned=versioned, first_stage=trained,
+                                         autoencoder=arts.input(first), nodes=1, gpus_per_node=1,
+                                         cluster=pipelines.cluster_settings().to_json(),
+                                         model=arts.output(dsl.Model, "train-dae-job-latent", "model"))  # fmt: skip
+    args = _job_args(api)
+    staged = Path(args[args.index("--autoencoder") + 1])
+    assert staged.is_relative_to(RunContext.from_json(job_ctx).workspace) and not staged.is_relative_to(first.path)
+    assert ckpt_io.verify(staged)["sha256"] == ckpt_io.verify(ckpt)["sha256"]
+    outside = json.dumps({"checkpoint": str(ckpt)})
+    with pytest.raises(ValueError, match="not inside input artifact"):  # only declared inputs reach a pod
+        training_c.train_dae_job.python_func(ctx=job_ctx, versioned=versioned, first_stage=outside,
+                                             autoencoder=arts.input(arts.output(dsl.Model, "other", "model")),
+                                             nodes=1, gpus_per_node=1, cluster=pipelines.cluster_settings().to_json(),
+                                             model=arts.output(dsl.Model, "train-dae-job-x", "model"))  # fmt: skip
 
 
 def test_train_s2l_job_stages_the_latents_where_its_pods_read_them(job_cluster, latents, arts: Artifacts) -> None:

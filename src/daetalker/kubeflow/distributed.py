@@ -71,14 +71,32 @@ def _collect(run_dir: Path, out_dir: str) -> dict[str, Any]:
     return {"checkpoint": str(ckpt), "step": int(meta["step"]), "sha256": meta["sha256"]}
 
 
+def _stage_checkpoint(path: str, dest: Path) -> Path:
+    """Copy a verified checkpoint and its .sha256 to ``dest`` on the data cache, where a job's pods read it."""
+    from daetalker import checkpoint as ckpt_io
+
+    ckpt_io.verify(Path(path))
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in (Path(path), Path(f"{path}.sha256")):
+        shutil.copy2(src, dest / src.name)
+    return dest / Path(path).name
+
+
 def train_dae_job_step(ctx_json: str, data_hash: str, nodes: int, gpus_per_node: int, cluster_json: str,
-                       out_dir: str, *, api: Any = None, namespace: str | None = None,
+                       out_dir: str, *, autoencoder: str = "", api: Any = None, namespace: str | None = None,
                        timeout_s: float = JOB_TIMEOUT_S, poll_s: float = 30.0) -> dict[str, Any]:  # fmt: skip
-    """``daetalker train-dae`` on ``nodes`` x ``gpus_per_node`` through torchrun; checkpoints land in ``out_dir``."""
+    """``daetalker train-dae`` on ``nodes`` x ``gpus_per_node`` through torchrun; checkpoints land in ``out_dir``.
+
+    ``autoencoder``: the first-stage checkpoint of a latent-space DAE ("" for pixel space), staged beside the run.
+    """
     ctx = RunContext.from_json(ctx_json)
 
     def args(run_dir: Path) -> list[str]:
-        return ["train-dae", "--data", str(ctx.processed_dir()), "--out", str(run_dir), *_config_args(ctx)]
+        first = []
+        if autoencoder:
+            staged = _stage_checkpoint(autoencoder, run_dir.parent / f"{run_dir.name}-autoencoder")
+            first = ["--autoencoder", str(staged)]
+        return ["train-dae", "--data", str(ctx.processed_dir()), "--out", str(run_dir), *first, *_config_args(ctx)]
 
     name, run_dir = _run_job("train-dae", ctx, args, out_dir, nodes, gpus_per_node, cluster_json, api, namespace,
                              timeout_s, poll_s)  # fmt: skip
