@@ -295,6 +295,21 @@ def test_malformed_requests_get_a_json_message(server: Server, clips: dict[str, 
     assert set(answer) == {"error_code", "message"}
 
 
+def test_serve_config_names_what_is_wrong(tmp_path: Path) -> None:
+    from daetalker.config.serve import load_serve_config
+    from daetalker.errors import ConfigError
+
+    assert load_serve_config(None, ["serve.max_queue=0"]).max_queue == 0
+    path = tmp_path / "serve.yaml"
+    path.write_text("serve:\n  max_concurrent: 2\n  port: 9000\n")
+    cfg = load_serve_config(path, ["serve.port=9001"])
+    assert (cfg.max_concurrent, cfg.port, cfg.host) == (2, 9001, "127.0.0.1")
+    for overrides, word in ((["serve.max_concurent=2"], "serve.max_concurent"), (["max_queue=2"], "serve.KEY"),
+                            (["serve.max_concurrent=0"], "serve.max_concurrent"), (["serve.port=70000"], "serve.port")):
+        with pytest.raises(ConfigError, match=word):
+            load_serve_config(None, overrides)
+
+
 def test_unknown_routes_and_methods_answer_json(server: Server) -> None:
     assert request(server.port, "GET", "/nothing-here")[0] == 404
     assert request(server.port, "GET", "/invocations")[0] == 405

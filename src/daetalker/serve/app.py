@@ -119,8 +119,9 @@ def build_app(champion: Champion, cfg: ServeConfig) -> Starlette:
         if kind != "application/json":
             raise BadRequest(415, "UNSUPPORTED_MEDIA_TYPE", f"content type {kind or 'none'!r}: send application/json")
         served = champion.current  # this request finishes on this version, whatever a reload does meanwhile
-        frame = to_frame(await read_body(request, cfg.max_body_bytes))
-        clips = parse_rows(frame, served.model.limits)  # malformed requests never queue
+        body = await read_body(request, cfg.max_body_bytes)
+        # JSON and base64 of megabytes: off the event loop, so /health stays quick; malformed requests never queue
+        clips = await asyncio.to_thread(lambda: parse_rows(to_frame(body), served.model.limits))
         deadline = started + cfg.request_timeout_s
         async with admission.slot(deadline - time.monotonic()):
             out = await asyncio.to_thread(served.model.render, clips, deadline)
