@@ -4,9 +4,12 @@ Starts ``daetalker serve`` on a free loopback port (and, with ``--mlflow``, MLfl
 own scoring server, ``mlflow models serve --env-manager local``, on the same
 pyfunc) and sends the same 5 s clip from 1, 2 and 4 concurrent clients,
 ``--per-client`` requests each (bounded: a level also stops when ``--budget-s``
-is spent), in ``--rounds`` rounds that also render the clip once in-process
-with the bundle loaded once (the floor any server can reach; the median is
-the baseline). Interleaving puts the noise of a shared machine on every target. Loopback only;
+is spent), in ``--rounds`` rounds that also render the clip in-process with the
+bundle loaded once: in a fresh thread, as the servers do (the baseline, the
+floor any server can reach), and in the main thread, as ``daetalker generate``
+does (on a busy shared CPU that was several times slower: see
+``in_process_main_thread``). Interleaving puts a shared machine's noise on
+every target alike. Loopback only;
 every server is stopped by pid. Prints JSON: per server and client count, the
 statuses, requests/s, latency p50/p90/p95 and p50 over the in-process median.
 
@@ -142,7 +145,8 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def in_process(bundle: Path, clip: Path, steps: int | None, work: Path):
-    """A function that renders ``clip`` once with the bundle loaded once and returns its seconds."""
+    """Functions that render ``clip`` once with the bundle loaded once, in this (main) thread or in a
+    fresh thread as the server does, and return the seconds."""
     from daetalker.generate.model import load_bundle
     from daetalker.generate.video import render_video
 
@@ -154,7 +158,14 @@ def in_process(bundle: Path, clip: Path, steps: int | None, work: Path):
         render_video(talker, clip, work / "v.mp4", steps=steps, progress=False)
         return time.perf_counter() - t0
 
-    return once
+    def in_thread() -> float:
+        out: list[float] = []
+        t = threading.Thread(target=lambda: out.append(once()))
+        t.start()
+        t.join()
+        return out[0]
+
+    return once, in_thread
 
 
 def pyfunc_folder(bundle: Path, dst: Path) -> Path:
@@ -192,17 +203,19 @@ def measure(args: argparse.Namespace, bundle: Path, work: Path) -> dict:
     clip = speech_like(work / "clip.wav", args.seconds)
     row = {"audio": base64.b64encode(clip.read_bytes()).decode(), **({"steps": args.steps} if args.steps else {})}
     body = json.dumps({"dataframe_records": [row]}).encode()
-    once = in_process(bundle, clip, args.steps, work)
+    once, in_thread = in_process(bundle, clip, args.steps, work)
     targets = server_commands(bundle, work, args.mlflow, [int(c) for c in args.concurrent.split(",")])
     levels = [int(c) for c in args.clients.split(",")]
     procs, runs = {}, {(t, c): ([], 0.0) for t in targets for c in levels}
     inproc: list[float] = []
+    main_thread: list[float] = []
     try:
         for name, (cmd, port, health) in targets.items():
             procs[name] = start(cmd, port, health, work / f"{port}.log")
             post(port, body)  # warm-up: MLflow's server reads the weights on its first request
         for _ in range(args.rounds):
-            inproc.append(once())
+            inproc.append(in_thread())
+            main_thread.append(once())
             for c in levels:
                 for name, (_, port, _) in targets.items():
                     res, wall = load_level(port, body, c, args.per_client, args.budget_s)
@@ -212,7 +225,9 @@ def measure(args: argparse.Namespace, bundle: Path, work: Path) -> dict:
         for proc in procs.values():
             stop(proc)
     base = statistics.median(inproc)
-    out: dict = {"in_process": {"median_s": round(base, 2), "runs_s": [round(t, 2) for t in inproc]}}
+    out: dict = {"in_process": {"median_s": round(base, 2), "runs_s": [round(t, 2) for t in inproc]},
+                 "in_process_main_thread": {"median_s": round(statistics.median(main_thread), 2),
+                                            "runs_s": [round(t, 2) for t in main_thread]}}  # fmt: skip
     for name in targets:
         out[name] = [{"clients": c, **summary(*runs[(name, c)], base)} for c in levels]
     return out

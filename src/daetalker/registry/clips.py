@@ -81,14 +81,16 @@ def _cell(row: Any, key: str) -> Any:
     return v
 
 
-def _integer(row: Any, key: str, i: int, lo: int) -> int | None:
+def _integer(row: Any, key: str, i: int, lo: int, hi: int = 2**63 - 1) -> int | None:
     v = _cell(row, key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, numbers.Real) or not float(v).is_integer():
-        raise ClipError(f"row {i}: {key}", f"must be a whole number, got {str(v)[:40]!r}")
-    if int(v) < lo:
-        raise ClipError(f"row {i}: {key}", f"must be >= {lo}, got {int(v)}")
+    try:  # JSON allows 1e400 and 10**400: refused here, not as an overflow deep inside
+        whole = not isinstance(v, bool) and isinstance(v, numbers.Real) and float(v).is_integer()
+    except OverflowError:
+        whole = False
+    if not whole or not lo <= int(v) <= hi:
+        raise ClipError(f"row {i}: {key}", f"must be a whole number in [{lo}, {hi}], got {str(v)[:40]!r}")
     return int(v)
 
 
@@ -147,8 +149,12 @@ def decode_upload(data: bytes, work: Path, sample_rate: int, left_s: float, limi
     cmd = FFMPEG + ["-format_whitelist", DEMUXERS, "-protocol_whitelist", "file", "-i", f"file:{upload}",
                     "-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(sample_rate),
                     "-t", f"{left_s + 1.0 / FPS:.3f}", "-c:a", "pcm_s16le", "-f", "wav", "-y", f"file:{wav}"]  # fmt: skip
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
-    upload.unlink()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise ClipError(field, "decoding took over 120 s; fix: send a plain wav or mp3", 422) from None
+    finally:
+        upload.unlink()
     if proc.returncode != 0 or not wav.is_file():
         lines = proc.stderr.decode(errors="replace").replace(str(upload), "upload").strip().splitlines()
         raise ClipError(field, f"not audio that this server reads ({(lines or ['no audio stream'])[-1][:160]}); "
