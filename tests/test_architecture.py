@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"generate"},
     {"evaluate"},
     {"registry"},
-    {"stages", "kubeflow"},
+    {"stages", "kubeflow", "serve"},
     {"cli"},
 ]
 TOP_LEVEL = {"components", "pipelines"}  # the repository's own packages above the library

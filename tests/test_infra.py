@@ -48,7 +48,8 @@ VENV_BIN = Path(sys.executable).parent
 PLATFORM_BUILDS = ["base", "overlays/local", "overlays/production"]
 TRAINING_BUILDS = ["training/base", "training/overlays/local", "training/overlays/production"]
 PIPELINES_BUILD = "pipelines"  # what pipeline runs need in their own namespace
-POD_BUILDS = PLATFORM_BUILDS + TRAINING_BUILDS
+SERVING_BUILD = "serving"  # daetalker serve of a champion, applied after the platform
+POD_BUILDS = PLATFORM_BUILDS + TRAINING_BUILDS + [SERVING_BUILD]
 ALL_BUILDS = POD_BUILDS + [PIPELINES_BUILD]
 BUILD_NAMESPACE = {PIPELINES_BUILD: "kubeflow"}  # the others: NAMESPACE
 
@@ -866,6 +867,42 @@ def test_rbac_lets_pipeline_runs_launch_and_follow_training():
 
 def _mlflow(objs):
     return named(objs, "Deployment", "mlflow")["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_serving_runs_daetalker_serve_on_the_champion_behind_its_service(monkeypatch):
+    from daetalker.config.serve import load_serve_config
+
+    objs = BUILDS[SERVING_BUILD]
+    dep = named(objs, "Deployment", "talker-serve")
+    pod = dep["spec"]["template"]
+    (c,) = pod["spec"]["containers"]
+    args = c["args"]
+    assert c["command"] == ["daetalker"] and _cli_accepts(args) == "serve"  # a real command and real options
+    opt = lambda name: args[args.index(name) + 1]  # noqa: E731
+    assert re.fullmatch(r"models:/talker-[\w-]+@champion", opt("--model"))
+    cfg = load_serve_config(None, [args[i + 1] for i, a in enumerate(args) if a == "--set"])
+    assert cfg.reload_poll_s > 0  # every replica follows a promotion or rollback by itself
+    assert cfg.request_timeout_s < pod["spec"]["terminationGracePeriodSeconds"]  # a request in flight may finish
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    platform_env = {e["name"]: e.get("value") for e in named(BUILDS["training/base"], "PyTorchJob", "dae-train")
+                    ["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == platform_env["MLFLOW_TRACKING_URI"]
+    assert env["TMPDIR"] == "/tmp" and any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])
+    (port,) = c["ports"]
+    assert port["containerPort"] == int(opt("--port")) and opt("--host") == "0.0.0.0"
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": port["name"]}, probe
+    svc = named(objs, "Service", "talker-serve")
+    assert svc["spec"]["type"] == "ClusterIP" and svc["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert [p["targetPort"] for p in svc["spec"]["ports"]] == [port["name"]]
+    policy = named(objs, "NetworkPolicy", "talker-serve")  # no authentication in the server: who may call it
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"] and all(rule["from"] for rule in policy["spec"]["ingress"])
+    monkeypatch.delenv("DAETALKER_IMAGE", raising=False)
+    spec = importlib.util.spec_from_file_location("_components_images", ROOT / "components" / "__init__.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert c["image"] == mod.CPU_IMAGE
 
 
 @pytest.mark.parametrize("build", PLATFORM_BUILDS)

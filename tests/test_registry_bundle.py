@@ -183,14 +183,16 @@ def test_pyfunc_model_loads_verified_and_refuses_an_altered_file(
     model = mlflow.pyfunc.load_model(uri)
     assert model.metadata.metadata["bundle_sha256"] == manifest_sha256(b)
     sig = model.metadata.get_input_schema()
-    assert sig.input_names() == ["audio_path", "out_path", "pose", "steps", "seed"]
-    assert [c.required for c in sig.inputs] == [True, True, False, False, False]
-    assert model.metadata.get_output_schema().input_names() == ["video_path", "n_frames"]
+    assert sig.input_names() == ["audio", "pose", "steps", "seed"]  # bytes, never a server path
+    assert [c.required for c in sig.inputs] == [True, False, False, False]
+    assert model.metadata.get_output_schema().input_names() == ["video", "n_frames", "duration_s"]
     inner = model.unwrap_python_model()
     assert isinstance(inner, TalkerModel) and inner.manifest is not None
     assert {n: f.sha256 for n, f in inner.manifest.files.items()} == {n: f.sha256 for n, f in read_manifest(b).files.items()}
+    with pytest.raises(DaetalkerError, match="out_path.*paths are not accepted"):
+        inner.predict(None, pd.DataFrame({"audio": ["AAAA"], "out_path": ["x.mp4"]}))
     with pytest.raises(ValueError, match="audio_path"):
-        inner.predict(None, pd.DataFrame({"out_path": ["x.mp4"]}))
+        inner.predict_paths(pd.DataFrame({"out_path": ["x.mp4"]}))
     fetched = fetch_bundle(uri, tmp_path / "fetched")
     assert verify_bundle(fetched).files == read_manifest(b).files
 
@@ -205,7 +207,9 @@ def test_pyfunc_model_loads_verified_and_refuses_an_altered_file(
 
 
 def test_pyfunc_predict_end_to_end(mlflow_server: str, tmp_path: Path) -> None:
-    """Audio in, video file out, through mlflow.pyfunc."""
+    """Audio bytes in, mp4 bytes out, through mlflow.pyfunc (signature enforced); files only in-process."""
+    import base64
+
     import mlflow
     import soundfile as sf
 
@@ -222,8 +226,13 @@ def test_pyfunc_predict_end_to_end(mlflow_server: str, tmp_path: Path) -> None:
     with mlflow.start_run() as run:
         info = log_bundle(b, run)
     model = mlflow.pyfunc.load_model(info.model_uri)
-    out = model.predict(pd.DataFrame({"audio_path": [str(tmp_path / "a.wav")], "out_path": [str(tmp_path / "o.mp4")],
-                                      "steps": [2], "seed": [0]}))  # fmt: skip
-    assert list(out.columns) == ["video_path", "n_frames"]
-    assert Path(out.video_path[0]).stat().st_size > 0 and 20 <= out.n_frames[0] <= 30  # 1 s at 25 fps
+    audio = base64.b64encode((tmp_path / "a.wav").read_bytes()).decode()
+    out = model.predict(pd.DataFrame({"audio": [audio], "steps": [2], "seed": [0]}))
+    assert list(out.columns) == ["video", "n_frames", "duration_s"]
+    assert out.n_frames[0] == 25 and out.duration_s[0] == pytest.approx(1.0)  # 1 s at 25 fps
+    assert base64.b64decode(out.video[0])[4:8] == b"ftyp"  # an mp4
+    paths = model.unwrap_python_model().predict_paths(
+        pd.DataFrame({"audio_path": [str(tmp_path / "a.wav")], "out_path": [str(tmp_path / "o.mp4")], "steps": [2]}))
+    assert list(paths.columns) == ["video_path", "n_frames"] and paths.n_frames[0] == 25
+    assert Path(paths.video_path[0]).read_bytes()[4:8] == b"ftyp"
     shutil.rmtree(tmp_path / "bundle")

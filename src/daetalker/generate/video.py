@@ -59,12 +59,16 @@ from daetalker.models.images import to_model_range, to_uint8
 from daetalker.models.speech2latent import Speech2Latent
 from daetalker.timebase import FPS
 
-__all__ = ["GenerationResult", "decode_latents", "generate_video", "predict_latents", "reference_noise",
+__all__ = ["GenerationResult", "GenerationTimeout", "decode_latents", "generate_video", "predict_latents", "reference_noise",
            "render_video", "shared_noise"]  # fmt: skip
 VIDEO_SIZE = 256  # px of the written video unless the DAE is larger
 CRF = 10  # x264 constant rate factor: near-lossless (18 is the usual "visually lossless" for real video)
 NOISE_MODES = ("reference", "random")
 log = logging.getLogger(__name__)
+
+
+class GenerationTimeout(DaetalkerError):
+    """Rendering passed its ``deadline`` (a server's per-request limit); the partial video was removed."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +257,7 @@ def render_video(
     video_size: int | None = None,
     crf: int = CRF,
     progress: bool = True,
+    deadline: float | None = None,
 ) -> GenerationResult:
     """Render ``audio`` with a loaded ``talker`` to ``out`` (.mp4); load once, render many.
 
@@ -261,7 +266,8 @@ def render_video(
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
     samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
     frames (default: ``VIDEO_SIZE`` or the DAE's size if larger); ``crf``: x264 quality (0-51, lower
-    is better).
+    is better); ``deadline``: a ``time.monotonic()`` value past which rendering stops between frame
+    batches with :class:`GenerationTimeout` (a server's per-request limit frees its slot).
     """
     t0 = time.perf_counter()
     out = Path(out)
@@ -283,7 +289,7 @@ def render_video(
                                 batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
                                 context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
                                 per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
-        decode_s = _write_mp4(frames, out, Path(audio), n, size, crf, progress)
+        decode_s = _write_mp4(_until(frames, deadline), out, Path(audio), n, size, crf, progress)
     return GenerationResult(out, n, time.perf_counter() - t0, n / max(decode_s, 1e-9))
 
 
@@ -328,6 +334,14 @@ def _render_frames(
             batch = to_uint8(frames)
             yield batch, time.perf_counter() - t_dec
             t_dec = time.perf_counter()
+
+
+def _until(frames: Iterator[tuple[np.ndarray, float]], deadline: float | None) -> Iterator[tuple[np.ndarray, float]]:
+    """``frames``, stopped with :class:`GenerationTimeout` once ``time.monotonic()`` passes ``deadline``."""
+    for item in frames:
+        if deadline is not None and time.monotonic() > deadline:
+            raise GenerationTimeout("rendering took longer than its deadline and was stopped")
+        yield item
 
 
 def _write_mp4(frames: Iterator[tuple[np.ndarray, float]], out: Path, audio: Path, n_frames: int, size: int,
