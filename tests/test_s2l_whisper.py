@@ -86,7 +86,8 @@ def test_train_bundle_and_generate_on_whisper_features(tmp_path: Path) -> None:
     key = json.loads((run / "features" / "whisper-tiny" / "a.json").read_text())
     assert key["extractor"].startswith("whisper-tiny:1a5afae06a4d")
     losses = [v for _, v in logger.metrics["latent_mse"]]
-    assert len(losses) == 8 and np.isfinite(losses).all() and np.isfinite([v for _, v in logger.metrics["val_loss"]]).all()
+    assert len(losses) == 8 and np.isfinite(losses).all()
+    assert np.isfinite([v for _, v in logger.metrics["val_loss"]]).all()
     model, scfg, dims = load_s2l(result.checkpoint)
     assert scfg.features == "whisper-tiny"
     assert dims == {"feature_dim": 384, "frames_per_video_frame": 2, "latent_dim": LATENT_DIM}

@@ -147,9 +147,9 @@ def test_two_rows_per_video_frame_across_windows(tiny_model_file: Path, tmp_path
         spans = plan_spans(200, 40, 8)
         assert len(spans) == 9
         for sp in spans:
-            own = ext.encode_window(advanced[320 * sp.start : 320 * sp.stop])
-            assert np.allclose(rows[sp.keep_start : sp.keep_stop], own[sp.keep_start - sp.start : sp.keep_stop - sp.start],
-                               atol=1e-5)
+            own = ext.encode_window(advanced[320 * sp.start : 320 * sp.stop])  # (stop - start, 16)
+            kept = own[sp.keep_start - sp.start : sp.keep_stop - sp.start]
+            assert np.allclose(rows[sp.keep_start : sp.keep_stop], kept, atol=1e-5)
 
 
 def test_encoder_frame_i_is_centred_on_its_20_ms(tiny_model_file: Path) -> None:

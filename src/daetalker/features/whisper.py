@@ -101,7 +101,8 @@ class WhisperFeatures:
         self.context = min(context_frames, (self.max_frames - 1) // 2)
         path = Path(model_path) if model_path else None
         # what a cached feature file was made with: the pinned asset's hash, or the file's own
-        self.fingerprint = f"{self.name}:{sha256_file(path) if path else ASSETS[WHISPER_ASSET].sha256}"
+        self.fingerprint = f"{self.name}:{sha256_file(path) if path else ASSETS[WHISPER_ASSET].sha256}" + (
+            ":bf16" if bf16 else "")
 
     @torch.inference_mode()
     def encode_window(self, samples: np.ndarray) -> np.ndarray:

@@ -78,8 +78,9 @@ def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: in
         n = min(int(row.n_frames), len(latent), len(mel) // k)
         if n < int(row.n_frames):
             raise DaetalkerError(
-                f"clip {cid}: {len(mel)} feature rows ({mel_path.name}) and {len(latent)} latents for {row.n_frames} frames "
-                f"(fix: re-run `daetalker preprocess` / `daetalker extract-latents` on the same dataset)"
+                f"clip {cid}: {len(mel)} feature rows ({mel_path}) and {len(latent)} latents for "
+                f"{row.n_frames} frames (fix: re-run `daetalker preprocess` / `daetalker extract-latents` on the "
+                "same dataset)"
             )
         clips.append(Clip(cid, mel, latent, read_pose(data_dir / "clips" / cid / "labels.parquet", n), n))
     if not clips:
