@@ -3,7 +3,7 @@
 A ridge probe from the normalised DAE latent to the ground-truth mouth opening is
 fit on the training clips' own latents (extract-latents), then applied to each
 held-out clip's own latents (the ceiling) and to speech2latent's predictions from
-the clip's audio with the predicted pose (what generation decodes). Prints the
+the clip's audio (the features its s2l was trained on) with the predicted pose (what generation decodes). Prints the
 Pearson r of each with the ground truth, and the std of the predicted mouth
 read-out over the own-latent one (below 1: predictions shrink toward the mean).
 
@@ -21,9 +21,20 @@ import pandas as pd
 import torch
 
 from daetalker.data import dataset as ds
+from daetalker.features import make_extractor
 from daetalker.generate.model import load_talker
 from daetalker.generate.video import predict_latents
 from daetalker.train.frames_dataset import read_manifest
+
+
+def clip_features(talker, data: Path, cid: str) -> np.ndarray:
+    """The clip's features as the bundle's s2l takes them: mel.npy, or its extractor on audio.wav."""
+    if talker.config.s2l.features == "log_mel":
+        return np.load(ds.clip_dir(data, cid) / "mel.npy", mmap_mode="r")
+    import soundfile as sf
+
+    wav, _ = sf.read(ds.clip_dir(data, cid) / "audio.wav", dtype="float32")
+    return make_extractor(talker.config.s2l, talker.config.preprocess)(wav)
 
 
 def main() -> None:
@@ -52,7 +63,7 @@ def main() -> None:
         read = lambda zn: np.c_[zn, np.ones(len(zn))] @ w  # noqa: E731
         for cid in held:
             n = len(own[cid])
-            mel = np.load(ds.clip_dir(args.data, cid) / "mel.npy", mmap_mode="r")
+            mel = clip_features(t, args.data, cid)
             pred = torch.cat([z for _, z in predict_latents(t.s2l, mel, n, None, chunk_frames=250, context_frames=50)])
             r_own, r_pred = read(norm[cid]), read(pred.numpy())
             print(json.dumps({"bundle": str(bundle), "clip": cid,

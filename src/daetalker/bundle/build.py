@@ -18,7 +18,7 @@ from daetalker import checkpoint as ckpt_io
 from daetalker.bundle.format import write_bundle
 from daetalker.config import Config, load_config
 from daetalker.errors import DaetalkerError
-from daetalker.features import LogMelExtractor
+from daetalker.features import features_record, make_extractor
 from daetalker.models import DiffusionAutoencoder
 from daetalker.models.first_stage import FirstStage
 from daetalker.models.latent_stats import LATENT_STATS
@@ -33,7 +33,8 @@ def bundle_from_training(dae_ckpt: Path, s2l_ckpt: Path, latents_dir: Path, out:
         raise DaetalkerError(f"{s2l_ckpt}: not a speech2latent checkpoint (fix: pass OUT/checkpoints/latest.pt of "
                              "`daetalker train-s2l`)")  # fmt: skip
     stats = Path(latents_dir) / LATENT_STATS
-    meta = {"s2l_step": state["step"], "dae_checkpoint_sha256": ckpt_io.verify(Path(dae_ckpt))["sha256"], **(meta or {})}
+    meta = {"s2l_step": state["step"], "dae_checkpoint_sha256": ckpt_io.verify(Path(dae_ckpt))["sha256"],
+            **features_record(state["s2l_config"].get("features", "log_mel")), **(meta or {})}
     first_stage = ckpt_io.load_checkpoint(Path(dae_ckpt)).get("first_stage")
     if first_stage:  # a latent-space DAE holds its autoencoder: name which one it was trained with
         meta["first_stage_sha256"] = first_stage["sha256"]
@@ -73,8 +74,9 @@ def make_test_bundle(out_dir: Path | str, *, profile: str = "tiny-pixel", overri
     dae = random_dae(cfg)
     record = {"first_stage": {"autoencoder_config": cfg.to_dict()["autoencoder"], "sha256": "random"}
               if dae.first_stage is not None else {}}
-    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame
-    dims = {"feature_dim": cfg.preprocess.n_mels, "frames_per_video_frame": k, "latent_dim": cfg.dae.latent_dim}
+    features = make_extractor(cfg.s2l, cfg.preprocess)
+    dims = {"feature_dim": features.dim, "frames_per_video_frame": features.frames_per_video_frame,
+            "latent_dim": cfg.dae.latent_dim}
     s2l = build_s2l(cfg.s2l, dims)
     s2l.set_stats(feature_mean=torch.full((dims["feature_dim"],), -6.0), feature_std=torch.full((dims["feature_dim"],), 3.0),
                   pose_std=torch.full((3,), 5.0))  # fmt: skip

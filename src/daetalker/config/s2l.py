@@ -17,7 +17,9 @@ from typing import Literal
 @dataclass
 class S2LConfig:
     # --- speech features (daetalker.features) ---
-    features: Literal["log_mel", "pretrained"] = "log_mel"
+    # log_mel: preprocess's mel.npy. whisper-tiny: Whisper tiny.en's encoder (the pinned asset
+    # whisper_tiny_en_ct2.bin), 384-d at 50 Hz, computed from each clip's audio.wav at training time.
+    features: Literal["log_mel", "pretrained", "whisper-tiny"] = "log_mel"
     # Local TorchScript export of a wav2vec 2.0 / HuBERT encoder (features=pretrained); never downloaded.
     encoder_path: str = ""
     encoder_frames_per_video_frame: int = 2  # wav2vec 2.0 / HuBERT run at 50 Hz = 2 per 25 fps frame

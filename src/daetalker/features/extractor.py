@@ -1,4 +1,5 @@
-"""Pluggable speech features for speech2latent: log-mel by default, a local wav2vec 2.0 / HuBERT optionally.
+"""Pluggable speech features for speech2latent: log-mel by default, Whisper tiny.en's encoder
+(``whisper-tiny``, a pinned asset) or a local wav2vec 2.0 / HuBERT optionally.
 
 Every extractor maps a 16 kHz mono waveform of ``L`` samples to
 ``L * frames_per_video_frame // 640`` feature frames, so feature frames
@@ -7,6 +8,7 @@ Every extractor maps a 16 kHz mono waveform of ``L`` samples to
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daetalker.assets import ASSETS, asset_path
 from daetalker.config.preprocess import LOG_MEL, PreprocessConfig
 from daetalker.config.s2l import S2LConfig
 from daetalker.errors import AssetError, ConfigError
@@ -138,11 +141,63 @@ class PretrainedSpeechEncoder:
         return h.cpu().numpy().astype(np.float32)
 
 
+def write_features(extractor: SpeechFeatureExtractor, wav_path: Path, out_path: Path) -> int:
+    """``extractor``'s features of a 16 kHz mono wav file into ``out_path`` (.npy, renamed into place); rows."""
+    if hasattr(extractor, "write"):  # streams long audio in bounded memory
+        return int(extractor.write(Path(wav_path), Path(out_path)))
+    import soundfile as sf
+
+    wav, rate = sf.read(str(wav_path), dtype="float32", always_2d=True)
+    if rate != SAMPLE_RATE or wav.shape[1] != 1:
+        raise ValueError(f"{wav_path}: {rate} Hz x {wav.shape[1]} channels; need 16 kHz mono")
+    rows = extractor(wav[:, 0])
+    part = Path(out_path).with_name(Path(out_path).name + ".part")
+    with open(part, "wb") as f:
+        np.save(f, np.ascontiguousarray(rows, np.float32))
+    os.replace(part, out_path)
+    return len(rows)
+
+
+# Extractors whose weights are a pinned asset (daetalker.assets): bundles record the asset's sha256.
+ASSET_OF = {"whisper-tiny": "whisper_tiny_en_ct2.bin"}
+
+
+def features_record(name: str) -> dict[str, str]:
+    """What a bundle's manifest records about the features its s2l needs."""
+    record = {"speech_features": name}
+    if name in ASSET_OF:
+        record["speech_features_asset"] = ASSET_OF[name]
+        record["speech_features_sha256"] = ASSETS[ASSET_OF[name]].sha256
+    return record
+
+
+def check_features_record(meta: dict[str, str], s2l: S2LConfig, where: Path) -> None:
+    """Refuse a bundle whose recorded features differ from its config's or from this install's pinned weights."""
+    name = meta.get("speech_features", "log_mel")  # bundles before the record are log-mel ones
+    if name != s2l.features:
+        raise ConfigError(f"{where}: the manifest records speech features {name!r}, its config s2l.features="
+                          f"{s2l.features!r} (fix: re-bundle from the training run)")  # fmt: skip
+    recorded = meta.get("speech_features_sha256")
+    if name in ASSET_OF and recorded and recorded != ASSETS[ASSET_OF[name]].sha256:
+        raise AssetError(f"{where}: its s2l was trained on {ASSET_OF[name]} sha256 {recorded[:12]}..., this "
+                         f"install pins {ASSETS[ASSET_OF[name]].sha256[:12]}... (fix: generate with the daetalker "
+                         "version that trained it, or retrain speech2latent)")  # fmt: skip
+    if name in ASSET_OF:
+        asset_path(ASSET_OF[name])  # missing or altered: says how to fetch it
+
+
+def _whisper(s2l: S2LConfig, pre: PreprocessConfig) -> SpeechFeatureExtractor:
+    from daetalker.features.whisper import WhisperFeatures
+
+    return WhisperFeatures()
+
+
 _REGISTRY: dict[str, Callable[[S2LConfig, PreprocessConfig], SpeechFeatureExtractor]] = {
     "log_mel": lambda s2l, pre: LogMelExtractor.from_config(pre),
     "pretrained": lambda s2l, pre: PretrainedSpeechEncoder(
         s2l.encoder_path, frames_per_video_frame=s2l.encoder_frames_per_video_frame
     ),
+    "whisper-tiny": _whisper,
 }
 
 

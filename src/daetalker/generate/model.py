@@ -18,6 +18,7 @@ from daetalker.config import Config
 from daetalker.config.base import from_dict, load_yaml
 from daetalker.config.dae import DAEConfig
 from daetalker.errors import DaetalkerError
+from daetalker.features import check_features_record
 from daetalker.models import DiffusionAutoencoder
 from daetalker.models.device import pick_device
 from daetalker.models.latent_stats import load_latent_stats, load_reference_frame
@@ -62,6 +63,7 @@ def load_talker(bundle_dir: Path, device: torch.device, source: str = "") -> Tal
                              f"{dae_cfg.latent_dim} (fix: bundle an s2l trained on this DAE's latents)")  # fmt: skip
     mean, std = load_latent_stats(bundle_dir)
     config = from_dict(Config, load_yaml(bundle_dir / bundle_io.CONFIG))
+    check_features_record(bundle_io.read_manifest(bundle_dir).meta, config.s2l, bundle_dir)
     as_t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=device)  # noqa: E731
     return Talker(dae, dae_cfg, s2l, as_t(mean), as_t(std), config, source or str(bundle_dir),
                   load_reference_frame(bundle_dir))

@@ -1,6 +1,7 @@
 """Audio in, talking-face mp4 out (method.md section 5), in bounded memory for any length.
 
-audio -> log-mel as preprocess writes it (``audio_io``) -> speech2latent in
+audio -> the speech features the bundle's s2l takes (``s2l.features``: log-mel as
+preprocess writes it, or Whisper tiny.en's encoder; ``audio_io``) -> speech2latent in
 chunks of ``chunk_seconds`` with ``context_seconds`` of real audio on each side
 (only the inner frames are kept) -> un-normalised latents -> DDIM (eta 0) from
 ONE shared ``x_T`` for the whole video, ``batch_size`` frames per call -> uint8
@@ -279,14 +280,14 @@ def render_video(
         raise DaetalkerError(f"--steps {steps}: must be in [1, {dcfg.timesteps}]")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
-        prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess)
+        prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess, talker.config.s2l)
         n = prepared.n_frames
         pose_arr, motion = resolve_pose(pose, n), sampled_motion(pose, talker.s2l, n, seed)
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
-        frames = _render_frames(talker, prepared.mel(), n, (pose_arr, motion), x_T, steps=steps, schedule=schedule,
-                                batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
+        frames = _render_frames(talker, prepared.features(), n, (pose_arr, motion), x_T, steps=steps,
+                                schedule=schedule, batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
                                 context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
                                 per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
         decode_s = _write_mp4(_until(frames, deadline), out, Path(audio), n, size, crf, progress)

@@ -1,7 +1,8 @@
-"""Training windows for speech2latent: log-mel, normalised latents and head pose of the same frames.
+"""Training windows for speech2latent: speech features, normalised latents and head pose of the same frames.
 
 Per clip (``daetalker preprocess`` + ``extract-latents`` layout):
-``DATA/clips/<id>/mel.npy`` float32 (k N, F) (rows k i .. k i + k - 1 = frame i),
+``DATA/clips/<id>/mel.npy`` float32 (k N, F) (rows k i .. k i + k - 1 = frame i; or, for
+other features, ``FEATURES/<id>.npy`` of the same layout, see ``train.feature_cache``),
 ``DATA/clips/<id>/labels.parquet`` (yaw, pitch, roll, face_found per frame) and
 ``LATENTS/latents/<id>.npy`` float32 (N, D). Arrays are memory-mapped.
 
@@ -37,7 +38,7 @@ POSE_COLUMNS = ("yaw", "pitch", "roll")
 @dataclass
 class Clip:
     clip_id: str
-    mel: np.ndarray  # (k * n, F) memory-mapped
+    mel: np.ndarray  # (k * n, F) memory-mapped speech features (log-mel or a cached encoder's)
     latent: np.ndarray  # (n, D) memory-mapped, raw (not normalised)
     pose: np.ndarray  # (n, 3) degrees; NaN where no face was found (left out of the pose loss)
     n: int
@@ -62,20 +63,24 @@ def read_pose(labels: Path, n: int) -> np.ndarray:
     return pose
 
 
-def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: int) -> list[Clip]:
+def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: int,
+               features_dir: Path | None = None) -> list[Clip]:
+    """The clips of ``splits``; features from mel.npy, or from ``features_dir/<id>.npy`` when given."""
     data_dir, latents_dir = Path(data_dir), Path(latents_dir)
     manifest = read_manifest(data_dir)
     clips = []
     for row in manifest[manifest["split"].isin(splits)].itertuples(index=False):
         cid = str(row.clip_id)
-        mel_path, lat_path = data_dir / "clips" / cid / "mel.npy", latents_dir / "latents" / f"{cid}.npy"
+        mel_path = data_dir / "clips" / cid / "mel.npy" if features_dir is None else Path(features_dir) / f"{cid}.npy"
+        lat_path = latents_dir / "latents" / f"{cid}.npy"
         mel = read_header(mel_path)  # missing or torn: names the file and the fix
         latent = read_header(lat_path, fix="re-run `daetalker extract-latents`")
         n = min(int(row.n_frames), len(latent), len(mel) // k)
         if n < int(row.n_frames):
             raise DaetalkerError(
-                f"clip {cid}: {len(mel)} mel rows and {len(latent)} latents for {row.n_frames} frames "
-                f"(fix: re-run `daetalker preprocess` / `daetalker extract-latents` on the same dataset)"
+                f"clip {cid}: {len(mel)} feature rows ({mel_path}) and {len(latent)} latents for "
+                f"{row.n_frames} frames (fix: re-run `daetalker preprocess` / `daetalker extract-latents` on the "
+                "same dataset)"
             )
         clips.append(Clip(cid, mel, latent, read_pose(data_dir / "clips" / cid / "labels.parquet", n), n))
     if not clips:
@@ -106,9 +111,9 @@ class S2LWindows(Dataset):
 
     def __init__(
         self, data_dir: Path, latents_dir: Path, *, splits: tuple[str, ...], window_frames: int, k: int,
-        seed: int = 0, rank: int = 0,
+        seed: int = 0, rank: int = 0, features_dir: Path | None = None,
     ) -> None:
-        self.clips = load_clips(data_dir, latents_dir, splits, k)
+        self.clips = load_clips(data_dir, latents_dir, splits, k, features_dir)
         mean, std = load_latent_stats(latents_dir)
         self.latent_mean, self.latent_std = mean.astype(np.float32), std.astype(np.float32)
         self.w, self.k, self.seed, self.rank = window_frames, k, seed, rank

@@ -1,7 +1,9 @@
 """Train speech2latent (method.md section 4): a plain loop, top to bottom, like ``dae_trainer``.
 
-One step: a batch of random ``s2l.window_seconds`` windows (log-mel, normalised
-DAE latents, ground-truth pose; short clips padded and masked) -> Speech2Latent
+One step: a batch of random ``s2l.window_seconds`` windows (speech features:
+log-mel from the dataset, or ``s2l.features``' encoder output cached under
+``OUT/features/`` by ``feature_cache``; normalised DAE latents, ground-truth
+pose; short clips padded and masked) -> Speech2Latent
 with the ground-truth pose fed to the projector -> masked latent MSE +
 ``pose_loss_weight`` x pose loss -> Adam with warm-up and grad-norm clipping.
 Feature and pose statistics of the training split are stored in the model's
@@ -28,8 +30,8 @@ from torch.utils.data import DataLoader
 from daetalker import checkpoint as ckpt_io
 from daetalker.config import Config
 from daetalker.config.s2l import S2LConfig
-from daetalker.errors import CheckpointError, ConfigError, DaetalkerError
-from daetalker.features import LogMelExtractor
+from daetalker.errors import CheckpointError, DaetalkerError
+from daetalker.features import make_extractor
 from daetalker.models import count_parameters
 from daetalker.models.device import autocast
 from daetalker.models.loading import build_s2l
@@ -42,12 +44,13 @@ from daetalker.train.distributed import (
 )
 from daetalker.train.loop import (Every, NullLogger, StepLoop, TrainLogger, default_logger, rng_state, set_rng_state,
                                   warmup_lr)
+from daetalker.train.feature_cache import cache_features
 from daetalker.train.s2l_dataset import S2LWindows, WindowSampler, feature_and_pose_stats
 
 log = logging.getLogger(__name__)
 
 ARCH_FIELDS = (
-    "d_model", "heads", "ffn_dim", "conv_kernel", "blocks_before", "blocks_after", "frontend_kernel",
+    "features", "d_model", "heads", "ffn_dim", "conv_kernel", "blocks_before", "blocks_after", "frontend_kernel",
     "pose_predictor_dim", "pose_predictor_kernel", "pose_predictor_layers",
 )
 
@@ -117,11 +120,6 @@ def train_s2l(
     device: str | None = None,
 ) -> TrainResult:
     """Train (or, with ``resume``, continue) speech2latent on the training split's windows."""
-    if cfg.s2l.features != "log_mel":
-        raise ConfigError(
-            f"s2l.features={cfg.s2l.features!r}: training reads the dataset's mel.npy, so only log_mel "
-            "is supported here (fix: --set s2l.features=log_mel)"
-        )
     info = init_distributed(device)
     try:
         return _train(Path(data_dir), Path(latents_dir), Path(out_dir), cfg, resume, info, logger)
@@ -135,7 +133,7 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
     if scfg.batch_size % info.world_size:
         raise CheckpointError(f"s2l.batch_size {scfg.batch_size} must divide by the {info.world_size} ranks")
     logger = (logger or default_logger()) if info.is_main else NullLogger()
-    train, val, dims = _windows(data_dir, latents_dir, cfg, info)  # data first: the model's sizes come from it
+    train, val, dims = _windows(data_dir, latents_dir, out_dir, cfg, info)  # data first: the model's sizes come from it
 
     # --- model and optimiser (same init on every rank: same seed) ---
     torch.manual_seed(scfg.seed)
@@ -160,16 +158,23 @@ def _train(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config, resume
     return finish_run(out_dir, ckpt_dir, max(start, scfg.max_steps), last, t_begin, info.is_main)
 
 
-def _windows(data_dir: Path, latents_dir: Path, cfg: Config,
+def _windows(data_dir: Path, latents_dir: Path, out_dir: Path, cfg: Config,
              info: DistInfo) -> tuple[S2LWindows, S2LWindows | None, dict[str, int]]:
     """Training windows (this rank's), validation windows (None without a val split) and the model's ``dims``."""
     scfg = cfg.s2l
-    k = LogMelExtractor.from_config(cfg.preprocess).frames_per_video_frame  # mel rows per video frame
+    extractor = make_extractor(scfg, cfg.preprocess)
+    k = extractor.frames_per_video_frame  # feature rows per video frame
+    features_dir = None
+    if scfg.features != "log_mel":  # mel.npy is in the dataset; other features are computed once per run folder
+        features_dir = out_dir / "features" / extractor.name
+        if info.is_main:
+            cache_features(data_dir, ("train", "val"), extractor, features_dir)
+        barrier(info)
     window = max(1, round(scfg.window_seconds * FPS))
     train = S2LWindows(data_dir, latents_dir, splits=("train",), window_frames=window, k=k, seed=scfg.seed,
-                       rank=info.rank)
+                       rank=info.rank, features_dir=features_dir)
     try:
-        val = S2LWindows(data_dir, latents_dir, splits=("val",), window_frames=window, k=k)
+        val = S2LWindows(data_dir, latents_dir, splits=("val",), window_frames=window, k=k, features_dir=features_dir)
     except DaetalkerError:
         val = None  # no validation split (tiny datasets)
     return train, val, {"feature_dim": train.feature_dim, "frames_per_video_frame": k, "latent_dim": train.latent_dim}
