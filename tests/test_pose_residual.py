@@ -74,3 +74,16 @@ def test_predicted_pose_samples_seeded_motion_and_predicted_mean_does_not():
     for spec in ("predicted-mean", "constant:0,0,0"):
         assert sampled_motion(spec, model, 500, seed=7) is None
     assert resolve_pose("predicted-mean", 4) is None
+
+
+def test_served_requests_take_every_predicted_pose_and_no_pose_file():
+    import pandas as pd
+
+    from daetalker.registry.clips import ClipError, ClipLimits, parse_rows
+
+    limits = ClipLimits()
+    for pose in ("predicted", "predicted-mean", "constant:5,0,0"):
+        (clip,) = parse_rows(pd.DataFrame([{"audio": "AAAA", "pose": pose}]), limits)
+        assert clip.pose == pose
+    with pytest.raises(ClipError, match="pose"):
+        parse_rows(pd.DataFrame([{"audio": "AAAA", "pose": "/etc/passwd.csv"}]), limits)

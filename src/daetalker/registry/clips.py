@@ -29,6 +29,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from daetalker.data.ingest import FFMPEG
 from daetalker.errors import DaetalkerError
+from daetalker.generate.pose import PREDICTED
 from daetalker.timebase import FPS
 
 COLUMNS = ("audio",)
@@ -37,7 +38,7 @@ PATH_COLUMNS = ("audio_path", "out_path")  # the in-process batch entry's column
 # Demuxers for audio/video files that hold their own data; each reads only the file it is given.
 DEMUXERS = ("wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,3gp,3g2,mj2,aac,aiff,caf,au,amr,ac3,eac3,"
             "mpegts,mpeg,avi,asf,flv,opus")  # fmt: skip
-SERVED_POSES = "predicted or constant:YAW,PITCH,ROLL (degrees)"
+SERVED_POSES = "predicted, predicted-mean or constant:YAW,PITCH,ROLL (degrees)"
 
 
 class ClipError(DaetalkerError, MlflowException):
@@ -110,7 +111,7 @@ def _audio(row: Any, i: int) -> bytes:
 def _pose(row: Any, i: int) -> str:
     pose = _cell(row, "pose")
     pose = "predicted" if pose is None else str(pose).strip()
-    if pose != "predicted" and not pose.startswith("constant:"):
+    if pose not in PREDICTED and not pose.startswith("constant:"):
         raise ClipError(f"row {i}: pose", f"{pose[:60]!r} is not served: use {SERVED_POSES}; pose files and "
                         "reference clips are read only in-process")  # fmt: skip
     return pose
