@@ -1,0 +1,89 @@
+"""The built CPU image (``make image``), run with podman as user 1000 with a read-only root file system.
+
+Skipped, with the reason, where podman or the image is missing: building the
+image takes ~10 minutes of the 2-core CI budget, so CI (a clean clone) does not
+build it and these tests run where ``make image`` was run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from daetalker.assets import ASSETS
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTAINERS_CONF = ROOT / "components" / "image" / "containers.conf"
+IMAGE = os.environ.get("DAETALKER_IMAGE", "ghcr.io/daetalker/daetalker:0.1.0-cpu")
+
+pytestmark = pytest.mark.slow
+
+
+def _podman_env() -> dict[str, str]:
+    return {**os.environ, "CONTAINERS_CONF": os.environ.get("CONTAINERS_CONF", str(CONTAINERS_CONF))}
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed: `make image` installs it and builds the image (not done in CI: "
+                    "the build takes ~10 min of its time budget)")  # fmt: skip
+    found = subprocess.run(["podman", "image", "exists", IMAGE], env=_podman_env(), capture_output=True)
+    if found.returncode != 0:
+        pytest.skip(f"image {IMAGE} is not built: run `make image` (not done in CI: it takes ~10 min)")
+    return IMAGE
+
+
+def run_in_image(image: str, *args: str, mounts: dict[Path, str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
+    """``podman run`` as user 1000, root file system read-only, no network (nothing may be downloaded)."""
+    cmd = ["podman", "run", "--rm", "--read-only", "--user", "1000:1000", "--network", "none",
+           "--tmpfs", "/home/daetalker:rw,mode=1777"]  # fmt: skip
+    for host, inside in (mounts or {}).items():
+        cmd += ["-v", f"{host}:{inside}:rw"]
+    return subprocess.run([*cmd, image, *args], env=_podman_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_help_runs_as_user_1000_on_a_read_only_root(image):
+    help_ = run_in_image(image, "daetalker", "--help")
+    assert help_.returncode == 0, help_.stderr
+    for command in ("preprocess", "train-dae", "generate", "pipeline", "assets"):
+        assert command in help_.stdout
+    who = run_in_image(image, "sh", "-c", "id -u; id -g; touch /opt/venv/x 2>&1; echo rc=$?")
+    lines = who.stdout.splitlines()
+    assert lines[:2] == ["1000", "1000"]
+    assert "Read-only file system" in who.stdout and lines[-1] == "rc=1"
+
+
+def test_every_asset_is_in_the_image_with_its_pinned_sha256(image):
+    proc = run_in_image(image, "daetalker", "assets")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in proc.stdout.splitlines() if not line.startswith("#")}
+    assert set(rows) == set(ASSETS)
+    for name, asset in ASSETS.items():
+        _, state, sha256, path, _ = rows[name]
+        assert (state, sha256, path) == ("ok", asset.sha256, f"/opt/daetalker/assets/{name}")
+
+
+def test_preprocess_of_a_short_clip_in_the_image(image, tmp_path):
+    """The synthetic speaker's clip (espeak-ng, ffmpeg) and its preprocessing (LiteRT face models), in the image."""
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # written by uid 1000 inside
+    mounts = {data: "/data"}
+    synth = run_in_image(image, "daetalker", "synth", "--out", "/data/raw", "--minutes", "0.1", "--no-progress",
+                         "--no-mlflow", mounts=mounts)  # fmt: skip
+    assert synth.returncode == 0, synth.stdout + synth.stderr
+    prep = run_in_image(image, "daetalker", "preprocess", "--in", "/data/raw", "--out", "/data/ds", "--profile",
+                        "tiny", "--no-mlflow", mounts=mounts)  # fmt: skip
+    assert prep.returncode == 0, prep.stdout + prep.stderr
+    assert re.search(r"^[1-9]\d* clips \([1-9]\d* frames", prep.stdout, re.M), prep.stdout
+    manifest = pd.read_parquet(data / "ds" / "manifest.parquet")
+    assert len(manifest) >= 1
+    assert (data / "ds" / "manifest.parquet").stat().st_uid == 1000  # written by the image's user
