@@ -5,18 +5,21 @@ image takes ~10 minutes of the 2-core CI budget, so CI (a clean clone) does not
 build it and these tests run where ``make image`` was run.
 """
 
-from __future__ import annotations
-
+import http.server
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from kfp import dsl
 
 from daetalker.assets import ASSETS
+from daetalker.services.process import group_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTAINERS_CONF = ROOT / "components" / "image" / "containers.conf"
@@ -87,3 +90,66 @@ def test_preprocess_of_a_short_clip_in_the_image(image, tmp_path):
     manifest = pd.read_parquet(data / "ds" / "manifest.parquet")
     assert len(manifest) >= 1
     assert (data / "ds" / "manifest.parquet").stat().st_uid == 1000  # written by the image's user
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def probe(workspace: str, url: str) -> str:
+    """What a pipeline step sees in its container: user, root file system, host loopback, workspace, $HOME."""
+    import json
+    import os
+    import urllib.request
+
+    def writable(path: str) -> bool:
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            return True
+        except OSError:
+            return False
+
+    with open(os.path.join(workspace, "from-the-container.txt"), "w") as f:
+        f.write("written in the image")
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    return json.dumps({"uid": os.getuid(), "gid": os.getgid(), "http": body, "root": writable("/opt/x"),
+                       "home": writable(os.path.expanduser("~/x")), "tmp": writable("/tmp/x"),
+                       "state": os.environ["DAETALKER_STATE"], "cwd": os.getcwd()})
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hello from the host")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_pipeline_step_runs_in_the_image_through_podmans_docker_api(image, tmp_path, monkeypatch):
+    """kfp.local's DockerRunner with pipelines.containers' settings, as `pipeline run --containers` uses them."""
+    import kfp.local
+
+    from pipelines.containers import ContainerTasks, PodmanService, podman_gone_container_is_not_found
+
+    workspace, state = tmp_path / "ws", tmp_path / "state"
+    workspace.mkdir()
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    service = PodmanService(state)
+    try:
+        monkeypatch.setenv("DOCKER_HOST", service.start())
+        pid = service.pid
+        assert pid is not None
+        kfp.local.init(runner=ContainerTasks(image, workspace, state).runner(), pipeline_root=str(tmp_path / "root"))
+        with podman_gone_container_is_not_found():  # a 1-s step: the race that shim covers
+            task = probe(workspace=str(workspace), url=f"http://127.0.0.1:{server.server_port}/")
+    finally:
+        service.stop()
+        server.shutdown()
+    assert not group_alive(pid) and not service.socket.exists()
+    seen = json.loads(task.output)
+    assert (seen["uid"], seen["gid"]) == (os.getuid(), os.getgid())
+    assert seen["http"] == "hello from the host"  # the host's loopback: MLflow and S3 are reached the same way
+    assert (seen["root"], seen["home"], seen["tmp"]) == (False, True, True)
+    assert (seen["state"], seen["cwd"]) == (str(state.resolve()), str(workspace.resolve()))
+    assert (workspace / "from-the-container.txt").read_text() == "written in the image"
