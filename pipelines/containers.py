@@ -164,6 +164,16 @@ def one_image_for_every_task() -> str:
     return components.CPU_IMAGE
 
 
+def warn_if_stale(image: str, built_from: str, checkout: Path) -> None:
+    """The steps run the package installed in the image, not the checkout's: say so when they differ."""
+    import warnings
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=checkout, capture_output=True, text=True).stdout.strip()
+    if head and built_from != head:
+        warnings.warn(f"image {image} was built from commit {built_from[:12]}, the checkout is at {head[:12]}: "
+                      "the steps run the image's code (fix: `make image`)", stacklevel=2)  # fmt: skip
+
+
 @contextmanager
 def podman_gone_container_is_not_found() -> Iterator[None]:
     """Debian's podman 4.3 answers a look-up of a container it is removing with 500 "no such container"
@@ -189,12 +199,12 @@ def podman_gone_container_is_not_found() -> Iterator[None]:
 
 
 def require_image(docker_host: str, image: str) -> str:
-    """The image's id; a clear error when podman's store lacks it."""
+    """The git commit the image was built from (its revision label); a clear error when podman's store lacks it."""
     import docker
 
     client = docker.DockerClient(base_url=docker_host, timeout=30)
     try:
-        return client.images.get(image).id
+        return client.images.get(image).labels.get("org.opencontainers.image.revision", "unknown")
     except docker.errors.ImageNotFound:
         raise ServiceError(f"image {image} is not in podman's store (fix: `make image`, or set DAETALKER_IMAGE "
                            "to an image built from components/Dockerfile)") from None  # fmt: skip

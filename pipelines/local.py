@@ -67,14 +67,14 @@ def _task_runner(stack: ExitStack, containers: bool, workspace: Path) -> Any:
     from components import CPU_IMAGE
     from daetalker.services import default_state_dir
     from pipelines.containers import (ContainerTasks, PodmanService, podman_gone_container_is_not_found,
-                                      require_image)  # fmt: skip
+                                      require_image, warn_if_stale)  # fmt: skip
 
     service = stack.enter_context(PodmanService(default_state_dir()))
     stack.enter_context(podman_gone_container_is_not_found())
     previous = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = service.url  # kfp's DockerTaskHandler calls docker.from_env()
     stack.callback(lambda: os.environ.update(DOCKER_HOST=previous) if previous else os.environ.pop("DOCKER_HOST"))
-    require_image(service.url, CPU_IMAGE)
+    warn_if_stale(CPU_IMAGE, require_image(service.url, CPU_IMAGE), Path(__file__).resolve().parent)
     return ContainerTasks(CPU_IMAGE, workspace, default_state_dir()).runner()
 
 

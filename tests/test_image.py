@@ -129,7 +129,8 @@ def test_a_pipeline_step_runs_in_the_image_through_podmans_docker_api(image, tmp
     """kfp.local's DockerRunner with pipelines.containers' settings, as `pipeline run --containers` uses them."""
     import kfp.local
 
-    from pipelines.containers import ContainerTasks, PodmanService, podman_gone_container_is_not_found
+    from daetalker.errors import ServiceError
+    from pipelines.containers import ContainerTasks, PodmanService, podman_gone_container_is_not_found, require_image
 
     workspace, state = tmp_path / "ws", tmp_path / "state"
     workspace.mkdir()
@@ -140,6 +141,9 @@ def test_a_pipeline_step_runs_in_the_image_through_podmans_docker_api(image, tmp
         monkeypatch.setenv("DOCKER_HOST", service.start())
         pid = service.pid
         assert pid is not None
+        assert re.fullmatch(r"[0-9a-f]{40}|unknown", require_image(service.url, image))  # the commit it was built from
+        with pytest.raises(ServiceError, match="make image"):
+            require_image(service.url, "localhost/daetalker-never-built:0")
         kfp.local.init(runner=ContainerTasks(image, workspace, state).runner(), pipeline_root=str(tmp_path / "root"))
         with podman_gone_container_is_not_found():  # a 1-s step: the race that shim covers
             task = probe(workspace=str(workspace), url=f"http://127.0.0.1:{server.server_port}/")
