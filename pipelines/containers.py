@@ -37,6 +37,7 @@ from daetalker.services.process import log_tail, read_pid, stop_group
 
 CONTAINERS_CONF = Path(__file__).resolve().parent.parent / "components" / "image" / "containers.conf"
 IMAGE_HOME = "/home/daetalker"  # HOME in the image (components/Dockerfile)
+RUN_LABEL = "io.daetalker.pipeline-run"  # on each step's container: the MLflow parent run it belongs to
 START_TIMEOUT_S = 30.0
 # Host variables a task needs: the tracking server, the parent run, the S3 remote and its credentials.
 PASSED_ENV = ("MLFLOW_TRACKING_URI", "DAETALKER_PARENT_RUN_ID", "DAETALKER_S3_ENDPOINT", "DAETALKER_S3_BUCKET",
@@ -123,6 +124,7 @@ class ContainerTasks:
     image: str
     workspace: Path
     state_dir: Path
+    run_id: str = ""  # labels the containers, so that an interrupted run stops its step (stop_containers)
     env: dict[str, str] = field(default_factory=dict)
 
     def mounts(self) -> list[Any]:
@@ -144,8 +146,22 @@ class ContainerTasks:
         return kfp.local.DockerRunner(
             network_mode="host", user=f"{os.getuid()}:{os.getgid()}", read_only=True,
             tmpfs={"/tmp": "rw,exec", IMAGE_HOME: "rw"}, mounts=self.mounts(), environment=self.environment(),
-            working_dir=str(self.workspace.resolve()),
+            working_dir=str(self.workspace.resolve()), labels={RUN_LABEL: self.run_id},
         )  # fmt: skip
+
+
+def stop_containers(docker_host: str, run_id: str) -> int:
+    """Stop the run's containers that still run (the step of an interrupted run); how many there were."""
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=60)
+    try:
+        running = client.containers.list(filters={"label": f"{RUN_LABEL}={run_id}"})
+        for container in running:
+            container.stop(timeout=5)
+        return len(running)
+    finally:
+        client.close()
 
 
 def one_image_for_every_task() -> str:

@@ -57,9 +57,9 @@ def code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _task_runner(stack: ExitStack, containers: bool, workspace: Path) -> Any:
+def _task_runner(stack: ExitStack, containers: bool, workspace: Path, run_id: str) -> Any:
     """SubprocessRunner (this interpreter), or DockerRunner in the image through a podman service
-    that ``stack`` stops. Built after the parent run is set: DockerRunner passes it in its environment."""
+    that ``stack`` stops, with the run's containers that still run (an interrupted run's step)."""
     import kfp.local
 
     if not containers:
@@ -67,15 +67,16 @@ def _task_runner(stack: ExitStack, containers: bool, workspace: Path) -> Any:
     from components import CPU_IMAGE
     from daetalker.services import default_state_dir
     from pipelines.containers import (ContainerTasks, PodmanService, podman_gone_container_is_not_found,
-                                      require_image, warn_if_stale)  # fmt: skip
+                                      require_image, stop_containers, warn_if_stale)  # fmt: skip
 
     service = stack.enter_context(PodmanService(default_state_dir()))
+    stack.callback(stop_containers, service.url, run_id)
     stack.enter_context(podman_gone_container_is_not_found())
     previous = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = service.url  # kfp's DockerTaskHandler calls docker.from_env()
     stack.callback(lambda: os.environ.update(DOCKER_HOST=previous) if previous else os.environ.pop("DOCKER_HOST"))
     warn_if_stale(CPU_IMAGE, require_image(service.url, CPU_IMAGE), Path(__file__).resolve().parent)
-    return ContainerTasks(CPU_IMAGE, workspace, default_state_dir()).runner()
+    return ContainerTasks(CPU_IMAGE, workspace, default_state_dir(), run_id).runner()
 
 
 def run_local(
@@ -128,7 +129,8 @@ def run_local(
     ) as parent, ExitStack() as stack:
         os.environ[PARENT_RUN_ENV] = parent.info.run_id  # not in ctx: ctx must not change from run to run
         stack.callback(os.environ.pop, PARENT_RUN_ENV, None)
-        kfp.local.init(runner=_task_runner(stack, containers, workspace), pipeline_root=str(out / "kfp"),
+        kfp.local.init(runner=_task_runner(stack, containers, workspace, parent.info.run_id),
+                       pipeline_root=str(out / "kfp"),
                        enable_caching=enable_caching, cache_root=str(out / "kfp-cache"))  # fmt: skip
         with console:
             task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)

@@ -14,6 +14,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import docker
 import pandas as pd
 import pytest
 from kfp import dsl
@@ -130,7 +131,8 @@ def test_a_pipeline_step_runs_in_the_image_through_podmans_docker_api(image, tmp
     import kfp.local
 
     from daetalker.errors import ServiceError
-    from pipelines.containers import ContainerTasks, PodmanService, podman_gone_container_is_not_found, require_image
+    from pipelines.containers import (RUN_LABEL, ContainerTasks, PodmanService, podman_gone_container_is_not_found,
+                                      require_image, stop_containers)  # fmt: skip
 
     workspace, state = tmp_path / "ws", tmp_path / "state"
     workspace.mkdir()
@@ -147,6 +149,15 @@ def test_a_pipeline_step_runs_in_the_image_through_podmans_docker_api(image, tmp
         kfp.local.init(runner=ContainerTasks(image, workspace, state).runner(), pipeline_root=str(tmp_path / "root"))
         with podman_gone_container_is_not_found():  # a 1-s step: the race that shim covers
             task = probe(workspace=str(workspace), url=f"http://127.0.0.1:{server.server_port}/")
+        # an interrupted run stops its step's container, and only its own
+        client = docker.DockerClient(base_url=service.url)
+        step = client.containers.run(image, ["sh", "-c", "trap 'exit 0' TERM; sleep 120 & wait"], detach=True,
+                                     labels={RUN_LABEL: "run-a"})  # fmt: skip
+        assert stop_containers(service.url, "run-b") == 0 and stop_containers(service.url, "run-a") == 1
+        step.reload()
+        assert step.status == "exited"
+        step.remove()
+        client.close()
     finally:
         service.stop()
         server.shutdown()
