@@ -13,7 +13,8 @@
 #        (mounted for the RUNs that use pip, never stored in a layer).
 #
 # Environment: IMAGE (tag; default $DAETALKER_IMAGE, else the CPU image the components name),
-# BASE_IMAGE, PIP_INDEX_URL, PIP_CERT, DAETALKER_STATE (work folder parent).
+# BASE_IMAGE, PIP_INDEX_URL, PIP_CERT, DAETALKER_STATE (work folder parent),
+# PODMAN_BUILD_FLAGS (more `podman build` flags, e.g. --no-cache).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HERE=components/image
@@ -64,13 +65,19 @@ main() {
   torch_wheel
   index=${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || echo https://pypi.org/simple)}
   cert=${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}
+  # The commit, "+dirty" when src/ has uncommitted changes; also as --label: buildah's layer cache
+  # ignores a changed build argument, so the LABEL step alone could keep an earlier commit.
+  local commit
+  commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+  [ -z "$(git status --porcelain -- src pyproject.toml 2>/dev/null)" ] || commit="$commit+dirty"
   local args=(--network host --layers -f components/Dockerfile --target cpu -t "$IMAGE"
               --build-arg "PYTHON_IMAGE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=$index"
               --build-context "wheels=$WORK/wheels"
-              --build-arg "GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown)")
+              --build-arg "GIT_COMMIT=$commit" --label "org.opencontainers.image.revision=$commit")
   if ls "$WORK"/wheels/torch-*.whl >/dev/null 2>&1; then args+=(--build-arg "TORCH_INDEX_URL=$index"); fi
   if [ -n "$cert" ] && [ -s "$cert" ]; then args+=(--secret "id=pip_cert,src=$cert"); fi
-  podman build "${args[@]}" .
+  # shellcheck disable=SC2206  # PODMAN_BUILD_FLAGS: words on purpose
+  podman build "${args[@]}" ${PODMAN_BUILD_FLAGS:-} .
   local size
   size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
   echo "built $IMAGE: $((size / 1000000)) MB in $((SECONDS - t0)) s"
