@@ -1,7 +1,7 @@
 """The built CPU image (``make image``), run with podman as user 1000 with a read-only root file system.
 
 Skipped, with the reason, where podman or the image is missing: building the
-image takes ~10 minutes of the 2-core CI budget, so CI (a clean clone) does not
+image takes ~12 minutes of the 2-core CI budget, so CI (a clean clone) does not
 build it and these tests run where ``make image`` was run.
 """
 
@@ -37,10 +37,10 @@ def _podman_env() -> dict[str, str]:
 def image() -> str:
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed: `make image` installs it and builds the image (not done in CI: "
-                    "the build takes ~10 min of its time budget)")  # fmt: skip
+                    "the build takes ~12 min of its time budget)")  # fmt: skip
     found = subprocess.run(["podman", "image", "exists", IMAGE], env=_podman_env(), capture_output=True)
     if found.returncode != 0:
-        pytest.skip(f"image {IMAGE} is not built: run `make image` (not done in CI: it takes ~10 min)")
+        pytest.skip(f"image {IMAGE} is not built: run `make image` (not done in CI: it takes ~12 min)")
     return IMAGE
 
 
