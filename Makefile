@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
 
-.PHONY: setup system-deps demo test bench lint compile ui clean help
+.PHONY: setup system-deps demo demo-containers image test bench lint compile ui clean help
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline locally on a synthetic speaker"
@@ -18,6 +18,8 @@ help:
 	@echo "make setup  - virtualenv, pinned dependencies, ffmpeg/espeak-ng, model assets"
 	@echo "make bench  - print the benchmark figures (bench/)"
 	@echo "make ui     - start the local MLflow UI and print its URL"
+	@echo "make image  - build the CPU image of components/Dockerfile with podman (no registry needed)"
+	@echo "make demo-containers - make demo with every pipeline step in that image"
 
 # Debian packages the media stages need (ffmpeg for decode/mux, espeak-ng for speech).
 system-deps:
@@ -43,6 +45,16 @@ setup: system-deps $(STAMP)
 
 demo: setup
 	$(BIN)/daetalker pipeline run --out $(DEMO_DIR) --profile tiny --minutes 3
+	$(BIN)/daetalker registry history synthetic
+
+# The CPU image the components name, built with podman from a debootstrapped base
+# (components/image/build.sh: podman, runc and debootstrap are installed when missing).
+IMAGE ?= $(or $(DAETALKER_IMAGE),ghcr.io/daetalker/daetalker:0.1.0-cpu)
+image:
+	IMAGE=$(IMAGE) bash components/image/build.sh
+
+demo-containers: setup image
+	$(BIN)/daetalker pipeline run --containers --out $(DEMO_DIR)-containers --profile tiny --minutes 3
 	$(BIN)/daetalker registry history synthetic
 
 test: setup

@@ -1,7 +1,9 @@
 """Run the Kubeflow pipeline locally (kfp.local) or compile it to KFP YAML (locally or for a cluster).
 
 Locally, each task runs as a subprocess of this interpreter
-(``SubprocessRunner(use_venv=False)``), talks to the local MLflow server
+(``SubprocessRunner(use_venv=False)``), or with ``containers`` in the image
+that ``make image`` built (kfp.local's ``DockerRunner`` against podman, see
+:mod:`pipelines.containers`); either way it talks to the local MLflow server
 through ``MLFLOW_TRACKING_URI`` and writes its data into the workspace.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,13 +48,35 @@ def code_version() -> str:
     import daetalker
 
     digest = hashlib.sha256()
-    runner_only = {Path(__file__).name, "progress.py"}  # run in this process, not in the tasks
+    runner_only = {Path(__file__).name, "progress.py", "containers.py"}  # run in this process, not in the tasks
     for top in (Path(daetalker.__file__).parent, Path(components.__file__).parent, Path(__file__).parent):
         for path in sorted(p for p in top.rglob("*") if p.suffix in (".py", ".yaml", ".txt") and p.is_file()):
             if top == Path(__file__).parent and path.name in runner_only:
                 continue
             digest.update(str(path.relative_to(top.parent)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
+
+
+def _task_runner(stack: ExitStack, containers: bool, workspace: Path, run_id: str) -> Any:
+    """SubprocessRunner (this interpreter), or DockerRunner in the image through a podman service
+    that ``stack`` stops, with the run's containers that still run (an interrupted run's step)."""
+    import kfp.local
+
+    if not containers:
+        return kfp.local.SubprocessRunner(use_venv=False)
+    from components import CPU_IMAGE
+    from daetalker.services import default_state_dir
+    from pipelines.containers import (ContainerTasks, PodmanService, podman_gone_container_is_not_found,
+                                      require_image, stop_containers, warn_if_stale)  # fmt: skip
+
+    service = stack.enter_context(PodmanService(default_state_dir()))
+    stack.callback(stop_containers, service.url, run_id)
+    stack.enter_context(podman_gone_container_is_not_found())
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = service.url  # kfp's DockerTaskHandler calls docker.from_env()
+    stack.callback(lambda: os.environ.update(DOCKER_HOST=previous) if previous else os.environ.pop("DOCKER_HOST"))
+    warn_if_stale(CPU_IMAGE, require_image(service.url, CPU_IMAGE), Path(__file__).resolve().parent)
+    return ContainerTasks(CPU_IMAGE, workspace, default_state_dir(), run_id).runner()
 
 
 def run_local(
@@ -65,10 +90,12 @@ def run_local(
     synth_seed: int = 0,
     enable_caching: bool = True,
     show_bar: bool | None = None,
+    containers: bool = False,
 ) -> LocalRun:
     """Run train-speaker with kfp.local: one line per step on the terminal, each step's output in
-    ``out/logs/``. With ``enable_caching`` a task whose inputs (run context with the code version,
-    upstream outputs and artifacts) match an earlier run's is served from kfp.local's cache."""
+    ``out/logs/``; with ``containers`` every task runs in the image (:mod:`pipelines.containers`). With
+    ``enable_caching`` a task whose inputs (run context with the code version, upstream outputs and
+    artifacts) match an earlier run's is served from kfp.local's cache."""
     import kfp.local
     import mlflow
 
@@ -77,6 +104,11 @@ def run_local(
     from daetalker.outputs import require_dir_target, write_text
     from daetalker.services.mlflow_server import ensure_tracking_uri
     from pipelines.progress import StepConsole
+
+    if containers:  # before the components are imported: they read the image names then
+        from pipelines.containers import one_image_for_every_task
+
+        one_image_for_every_task()
     from pipelines.train_speaker import train_speaker
 
     out = require_dir_target("--out", out).resolve()
@@ -92,17 +124,16 @@ def run_local(
         experiment=ctx.experiment_name,
         run_name=f"pipeline-train-speaker-{time.strftime('%Y%m%d-%H%M%S')}",
         config=ctx.config(),
-        tags={"daetalker.step": "pipeline", "daetalker.speaker": speaker, "daetalker.runner": "kfp.local",
-              "daetalker.code_version": ctx.code},
-    ) as parent:
+        tags={"daetalker.step": "pipeline", "daetalker.speaker": speaker, "daetalker.code_version": ctx.code,
+              "daetalker.runner": "kfp.local.DockerRunner" if containers else "kfp.local"},
+    ) as parent, ExitStack() as stack:
         os.environ[PARENT_RUN_ENV] = parent.info.run_id  # not in ctx: ctx must not change from run to run
-        kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False), pipeline_root=str(out / "kfp"),
+        stack.callback(os.environ.pop, PARENT_RUN_ENV, None)
+        kfp.local.init(runner=_task_runner(stack, containers, workspace, parent.info.run_id),
+                       pipeline_root=str(out / "kfp"),
                        enable_caching=enable_caching, cache_root=str(out / "kfp-cache"))  # fmt: skip
-        try:
-            with console:
-                task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
-        finally:
-            os.environ.pop(PARENT_RUN_ENV, None)
+        with console:
+            task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
         outputs = json.loads(task.output)
         mlflow.log_dict(outputs, "pipeline_outputs.json")
         seconds = time.time() - t0

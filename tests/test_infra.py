@@ -1024,15 +1024,35 @@ def _stages(text: str) -> dict[str, list[str]]:
 def test_image_targets_install_the_pinned_stack_and_run_non_root():
     stages = _stages((ROOT / "components" / "Dockerfile").read_text())
     assert list(stages)[-1] == "cpu", "a plain `docker build` must give the CPU image"
-    for target, builder in (("cpu", "build-cpu"), ("cuda", "build-cuda")):
-        build = " ".join(stages[builder])
-        assert re.search(r"pip install [^&]*torch==2\.13\.0", build), builder
-        assert "-c requirements.lock ." in build and "daetalker assets --fetch" in build
+    for target, deps in (("cpu", "deps-cpu"), ("cuda", "deps-cuda")):
+        build = " ".join(stages[deps])
+        assert stages[deps][0] == f"FROM runtime AS {deps}", "dependencies installed where they run (no 2 GB COPY)"
+        assert re.search(r"pip install [^&]*torch==2\.13\.0", build), deps
+        assert "-c /tmp/deps/requirements.lock /tmp/deps" in build and "rm -rf /tmp/deps" in build
+        # the dependency layer reads the pins only, so a change to src/ reuses it
+        assert not [i for i in stages[deps] if i.startswith("COPY") and "src" in i], deps
         final = stages[target]
-        assert any(re.fullmatch(rf"COPY --from={builder} /opt/venv /opt/venv", i) for i in final)
+        assert final[0] == f"FROM {deps} AS {target}"
+        # the wheel is COPYed last: buildah keeps a RUN's cached layer when only a bind-mounted stage changed
+        wheel = final.index("COPY --from=package /dist/daetalker-0.1.0-py3-none-any.whl /tmp/dist/")
+        assert wheel > final.index("COPY --from=assets /opt/daetalker/assets /opt/daetalker/assets")
+        install = final[wheel + 1]
+        assert "/tmp/dist/daetalker-0.1.0-py3-none-any.whl" in install and "daetalker assets" in install, target
+        assert not [i for i in final if "from=package" in i and i.startswith("RUN")], target
         users = [i.split()[1] for i in final if i.startswith("USER ")]
         assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1]), f"{target}: numeric non-root USER"
-    assert "download.pytorch.org/whl/cpu" in " ".join(stages["build-cpu"])
+    assert "assets.fetch()" in " ".join(stages["assets"])
+    assert [i for i in stages["package"] if i.startswith("COPY src")]
+    cpu = " ".join(stages["deps-cpu"])
+    assert "download.pytorch.org/whl/cpu" in cpu and "from=wheels" in cpu and "'2.13.0+cpu'" in cpu
+    # the index's CA bundle is a build secret, mounted for the RUNs that use pip, never a layer
+    online = [i for s in stages.values() for i in s if i.startswith("RUN") and "--no-index" not in i
+              and re.search(r"pip (install|wheel)|assets\.fetch", i)]
+    assert len(online) == 4
+    for run in online:
+        assert "--mount=type=secret,id=pip_cert" in run and "export PIP_CERT=/run/secrets/pip_cert" in run, run
+    text = (ROOT / "components" / "Dockerfile").read_text()
+    assert not re.search(r"^(COPY|ADD) .*(\.crt|\.pem)", text, re.M)
     runtime = " ".join(stages["runtime"])
     for pkg in ("ffmpeg=", "espeak-ng=", "libespeak-ng1="):
         assert pkg in runtime

@@ -39,21 +39,27 @@ def run(
     local: Annotated[bool, typer.Option("--local/--no-local", help="Run with kfp.local (the only runner here).")] = True,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Serve a step whose inputs (data, config, code, "
                                         "upstream outputs) match an earlier run's from the cache.")] = True,
+    containers: Annotated[bool, typer.Option("--containers/--no-containers", help="Run every step in the image "
+                                             "`make image` built (kfp.local's DockerRunner through podman) instead of "
+                                             "this interpreter.")] = False,
 ) -> None:
     """Run train-speaker end to end on this machine, logging every step to MLflow.
 
     One line per step (status, seconds, its log file under OUT/logs); steps whose inputs did
-    not change since an earlier run are reused (--no-cache runs everything).
+    not change since an earlier run are reused (--no-cache runs everything). With --containers the
+    steps run in the image, so it must hold the code you run: `make image` after changing src/.
     """
     from rich.console import Console
 
     from pipelines.local import run_local
 
     result = run_local(out, speaker=speaker, profile=profile, overrides=set_ or [],
-                       workspace=workspace, synth_minutes=minutes, synth_seed=seed, enable_caching=cache)
+                       workspace=workspace, synth_minutes=minutes, synth_seed=seed, enable_caching=cache,
+                       containers=containers)  # fmt: skip
     c = Console()
     done = ", ".join(f"{n} {status}" for status, n in result.steps.items())
-    c.print(f"[bold green]pipeline finished[/] in {result.seconds:.0f} s ({done})")
+    where = " in containers" if containers else ""
+    c.print(f"[bold green]pipeline finished[/]{where} in {result.seconds:.0f} s ({done})")
     c.print(f"MLflow: {result.tracking_uri}  (parent run {result.run_id})")
     for k, v in result.outputs.items():
         c.print(f"  {k}: {v}")
