@@ -41,6 +41,14 @@ def image() -> str:
     found = subprocess.run(["podman", "image", "exists", IMAGE], env=_podman_env(), capture_output=True)
     if found.returncode != 0:
         pytest.skip(f"image {IMAGE} is not built: run `make image` (not done in CI: it takes ~12 min)")
+    # An image of another commit may lack what this checkout pins (assets, commands): test the checkout's own.
+    built = subprocess.run(["podman", "image", "inspect", "--format",
+                            '{{index .Labels "org.opencontainers.image.revision"}}', IMAGE],
+                           env=_podman_env(), capture_output=True, text=True).stdout.strip()  # fmt: skip
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    if built.removesuffix("+dirty") != head:
+        pytest.skip(f"image {IMAGE} was built from commit {built or 'unknown'}, the checkout is at {head or 'unknown'}: "
+                    "run `make image` to test this checkout's image")  # fmt: skip
     return IMAGE
 
 
