@@ -448,3 +448,4 @@ def test_reload_follows_promotion_and_rollback_without_restart(mlflow_server: st
     finally:
         s.stop()
     assert not [p for p in s.tmp.iterdir() if p.name.startswith("daetalker-serve-")]  # removed on exit
+    assert s.proc.returncode == 0 and "error:" not in s.log.read_text()  # SIGTERM is a normal stop, not an error

@@ -15,6 +15,7 @@ import sys
 from typing import AsyncIterator
 
 from daetalker.config.serve import ServeConfig
+from daetalker.error_boundary import Terminated
 from daetalker.registry.clips import ClipLimits
 from daetalker.serve.app import build_app
 from daetalker.serve.champion import Champion
@@ -59,6 +60,8 @@ def serve(source: str, cfg: ServeConfig, tracking_uri: str | None = None) -> Non
     try:
         uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="info", timeout_keep_alive=5,
                                       server_header=False)).run()  # fmt: skip
+    except Terminated:  # uvicorn re-raises SIGTERM once in-flight requests are answered: a normal stop
+        log.info("stopped by SIGTERM after the requests in flight were answered")
     finally:
         champion.close()
     sys.stdout.flush()
