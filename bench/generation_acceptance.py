@@ -5,9 +5,9 @@ talker bundle and measures the frames with preprocessing's estimators (the
 evaluation's ``FrameLabeller``):
 
 * mouth: Pearson r between the measured mouth opening of the generated frames
-  and the clip's ground-truth mouth opening (``--pose predicted``);
+  and the clip's ground-truth mouth opening (``--pose`` of this script: predicted, or predicted-motion);
 * pose control: head-pose std with ``--pose constant:0,0,0`` over the std with
-  ``--pose predicted``; Pearson r on yaw between ``--pose reference:OTHER_CLIP``
+  the predicted pose; Pearson r on yaw between ``--pose reference:OTHER_CLIP``
   output and that reference's poses;
 * flicker: mean absolute difference between consecutive frames with one shared
   x_T over the same with a fresh x_T per frame, on the frames read back at the
@@ -18,7 +18,7 @@ evaluation's ``FrameLabeller``):
 * face found: the share of predicted-pose frames where the detector and Face
   Mesh find a face.
 
-    python bench/generation_acceptance.py --bundle BUNDLE_DIR --data DATA [--clips 3] [--steps 10]
+    python bench/generation_acceptance.py --bundle BUNDLE_DIR --data DATA [--clips 3] [--steps 10] [--pose predicted-motion]
 
 Prints per-clip rows and the means as JSON; exits 1 when a bar of the issue is missed.
 """
@@ -81,6 +81,8 @@ def main() -> int:
     ap.add_argument("--clips", type=int, default=3, help="held-out clips to render")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's sample_steps)")
     ap.add_argument("--out", type=Path, default=None, help="keep the rendered videos here")
+    ap.add_argument("--pose", default="predicted", choices=("predicted", "predicted-motion"),
+                    help="the predicted pose: the regression alone, or with the sampled head motion")
     args = ap.parse_args()
 
     man = read_manifest(args.data)
@@ -104,12 +106,12 @@ def main() -> int:
         audio = clip / "audio.wav"
         gt = pd.read_parquet(clip / "ground_truth.parquet").set_index("frame").sort_index()
         common = dict(steps=args.steps, seed=0)
-        pred = render(args.bundle, audio, out_root / f"{cid}-predicted.mp4", size, pose="predicted", **common)
+        pred = render(args.bundle, audio, out_root / f"{cid}-predicted.mp4", size, pose=args.pose, **common)
         const = render(args.bundle, audio, out_root / f"{cid}-constant.mp4", size, pose="constant:0,0,0", **common)
         refd = render(args.bundle, audio, out_root / f"{cid}-reference.mp4", size,
                       pose=f"reference:{ref_dir}", **common)
         noisy = render(args.bundle, audio, out_root / f"{cid}-per-frame-noise.mp4", size,
-                       pose="predicted", per_frame_noise=True, **common)
+                       pose=args.pose, per_frame_noise=True, **common)
         m_pred, m_const, m_ref = (labeller(f, row) for f in (pred, const, refd))
         m_ceil = labeller(through_dae_space(np.asarray(ds.open_frames(args.data, cid)), talker.dae), row)
         n = min(len(pred), len(gt))

@@ -62,18 +62,18 @@ def test_model_adds_the_offset_to_its_prediction_and_loads_old_checkpoints():
     assert float(fresh.sample_pose_residual(20, seed=0).abs().max()) == 0.0
 
 
-def test_predicted_pose_samples_seeded_motion_and_predicted_mean_does_not():
+def test_predicted_motion_samples_seeded_motion_and_the_default_does_not():
     model = tiny_model().eval()
     model.set_stats(pose_std=torch.tensor([4.0, 2.0, 2.0]))
     model.set_pose_residual(torch.tensor([1.0, 0.5, 0.5]), torch.tensor([0.95, 0.9, 0.9]))
-    a = sampled_motion("predicted", model, 500, seed=7)
+    a = sampled_motion("predicted-motion", model, 500, seed=7)
     assert a.shape == (500, 3) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, sampled_motion(None, model, 500, seed=7))  # predicted is the default
-    assert not np.array_equal(a, sampled_motion("predicted", model, 500, seed=8))
+    np.testing.assert_array_equal(a, sampled_motion(" predicted-motion ", model, 500, seed=7))
+    assert not np.array_equal(a, sampled_motion("predicted-motion", model, 500, seed=8))
     assert 2.0 < float(a[:, 0].std()) < 6.0  # ~ 1.0 unit x 4 degrees (500 draws of rho 0.95: loose)
-    for spec in ("predicted-mean", "constant:0,0,0"):
+    for spec in (None, "predicted", "constant:0,0,0"):  # the default is the regression alone
         assert sampled_motion(spec, model, 500, seed=7) is None
-    assert resolve_pose("predicted-mean", 4) is None
+    assert resolve_pose("predicted-motion", 4) is None
 
 
 def test_served_requests_take_every_predicted_pose_and_no_pose_file():
@@ -82,7 +82,7 @@ def test_served_requests_take_every_predicted_pose_and_no_pose_file():
     from daetalker.registry.clips import ClipError, ClipLimits, parse_rows
 
     limits = ClipLimits()
-    for pose in ("predicted", "predicted-mean", "constant:5,0,0"):
+    for pose in ("predicted", "predicted-motion", "constant:5,0,0"):
         (clip,) = parse_rows(pd.DataFrame([{"audio": "AAAA", "pose": pose}]), limits)
         assert clip.pose == pose
     with pytest.raises(ClipError, match="pose"):

@@ -18,7 +18,7 @@ def generate_cmd(
     audio: Annotated[Path, typer.Option("--audio", help="Speech: any audio (or video) file ffmpeg reads.")],
     model: Annotated[str, typer.Option("--model", help="Bundle folder or models:/NAME@ALIAS.")],
     out: Annotated[Path, typer.Option("--out", help="Output .mp4 (H.264 + AAC, 25 fps).")],
-    pose: Annotated[str, typer.Option("--pose", help="predicted | predicted-mean | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
+    pose: Annotated[str, typer.Option("--pose", help="predicted | predicted-motion | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps; default dae.sample_steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
     noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "

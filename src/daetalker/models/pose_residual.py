@@ -13,9 +13,9 @@ stationary AR(1) process
 whose two numbers per axis are fitted on the training and validation clips
 once training ends: ``sigma`` the residual's RMS, ``rho`` its lag-1
 autocorrelation (how slowly it drifts). Generation adds a seeded draw of it
-to the predicted pose (``--pose predicted``), so the head moves as much as the
-speaker's and the same seed gives the same video; ``--pose predicted-mean``
-keeps the regression alone.
+to the predicted pose (``--pose predicted-motion``), so the head moves as much
+as the speaker's and the same seed gives the same video; ``--pose predicted``
+(the default) keeps the regression alone.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ PATH_COLUMNS = ("audio_path", "out_path")  # the in-process batch entry's column
 # Demuxers for audio/video files that hold their own data; each reads only the file it is given.
 DEMUXERS = ("wav,w64,mp3,flac,ogg,matroska,webm,mov,mp4,m4a,3gp,3g2,mj2,aac,aiff,caf,au,amr,ac3,eac3,"
             "mpegts,mpeg,avi,asf,flv,opus")  # fmt: skip
-SERVED_POSES = "predicted, predicted-mean or constant:YAW,PITCH,ROLL (degrees)"
+SERVED_POSES = "predicted, predicted-motion or constant:YAW,PITCH,ROLL (degrees)"
 
 
 class ClipError(DaetalkerError, MlflowException):

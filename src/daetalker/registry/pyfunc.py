@@ -44,7 +44,7 @@ def signature() -> Any:
 
     inputs = Schema([
         ColSpec("string", "audio"),  # base64 of any audio (or video) file ffmpeg reads
-        ColSpec("string", "pose", required=False),  # predicted | predicted-mean | constant:YAW,PITCH,ROLL
+        ColSpec("string", "pose", required=False),  # predicted | predicted-motion | constant:YAW,PITCH,ROLL
         ColSpec("long", "steps", required=False),  # DDIM steps
         ColSpec("long", "seed", required=False),
     ])  # fmt: skip
