@@ -177,11 +177,14 @@ def test_cli_evaluate(evaluated, tmp_path: Path) -> None:
     bundle = Path(result.metrics["model"])
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(out),
-                                   "--syncnet-weights", str(weights), "--steps", "2", "--max-clips", "1",
+                                   "--syncnet-weights", str(weights), "--max-clips", "1",
                                    "--fid-frames-per-clip", "4", "--no-mlflow"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["clips"] == 1 and (out / "report" / "report.html").is_file()
+    # no --steps: the bundle's dae.sample_steps, named in metrics and in the report's header
+    assert m["steps"] == 4 and result.metrics["steps"] == 2
+    assert "DDIM steps 4." in (out / "report" / "report.html").read_text()
 
 
 def test_metrics_and_report_go_to_the_active_mlflow_run(evaluated, mlflow_server) -> None:

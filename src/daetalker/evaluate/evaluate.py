@@ -262,6 +262,7 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
     rows = _split_rows(data_dir, split, max_clips)
     syncnet = load_syncnet(Path(syncnet_weights))
     talker = model if isinstance(model, Talker) else load_bundle(model, source=source or str(model))
+    steps = talker.dae_cfg.sample_steps if steps is None else int(steps)  # metrics name the steps used
     scorer = _ClipScorer(talker, syncnet, FrameLabeller(cfg.preprocess), InceptionFeatures(), steps=steps, seed=seed,
                          fid_cap=fid_frames_per_clip, progress=progress)  # fmt: skip
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
@@ -320,7 +321,7 @@ class _ClipScorer:
     syncnet: Any
     labeller: FrameLabeller
     inception: Any  # evaluate.fid.InceptionFeatures
-    steps: int | None
+    steps: int
     seed: int
     fid_cap: int | None
     progress: bool
@@ -357,7 +358,7 @@ class _ClipScorer:
                                       gt.frames))  # fmt: skip
 
 
-def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str, steps: int | None,
+def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str, steps: int,
                    champion: dict | None) -> dict[str, Any]:
     """metrics.json: the generated means, the ground-truth ceiling, the settings, a row per clip (JSON-safe)."""
     from daetalker.evaluate.fid import fid_from_features

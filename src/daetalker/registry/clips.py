@@ -75,7 +75,8 @@ class Clip:
     duration_s: float  # of the video: n_frames / 25 fps
 
 
-def _cell(row: Any, key: str) -> Any:
+def cell(row: Any, key: str) -> Any:
+    """``row[key]``, with a missing column, None and NaN (pandas' empty cell) all read as None."""
     v = row.get(key) if hasattr(row, "get") else None
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
@@ -83,7 +84,7 @@ def _cell(row: Any, key: str) -> Any:
 
 
 def _integer(row: Any, key: str, i: int, lo: int, hi: int = 2**63 - 1) -> int | None:
-    v = _cell(row, key)
+    v = cell(row, key)
     if v is None:
         return None
     try:  # JSON allows 1e400 and 10**400: refused here, not as an overflow deep inside
@@ -96,7 +97,7 @@ def _integer(row: Any, key: str, i: int, lo: int, hi: int = 2**63 - 1) -> int | 
 
 
 def _audio(row: Any, i: int) -> bytes:
-    text = _cell(row, "audio")
+    text = cell(row, "audio")
     if not isinstance(text, str) or not text:
         raise ClipError(f"row {i}: audio", "missing: send the audio file's bytes as base64 text")
     try:
@@ -109,7 +110,7 @@ def _audio(row: Any, i: int) -> bytes:
 
 
 def _pose(row: Any, i: int) -> str:
-    pose = _cell(row, "pose")
+    pose = cell(row, "pose")
     pose = "predicted" if pose is None else str(pose).strip()
     if pose not in PREDICTED and not pose.startswith("constant:"):
         raise ClipError(f"row {i}: pose", f"{pose[:60]!r} is not served: use {SERVED_POSES}; pose files and "

@@ -16,7 +16,6 @@ files named by the caller; it is for in-process batch use and is never served.
 from __future__ import annotations
 
 import base64
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from daetalker.registry.clips import (
     PATH_COLUMNS,
     ClipLimits,
     ClipRequest,
+    cell,
     parse_rows,
     render_clips,
 )
@@ -50,15 +50,6 @@ def signature() -> Any:
     ])  # fmt: skip
     outputs = Schema([ColSpec("string", "video"), ColSpec("long", "n_frames"), ColSpec("double", "duration_s")])
     return ModelSignature(inputs=inputs, outputs=outputs)
-
-
-def _cell(row: Any, key: str, cast: type) -> Any:
-    if key not in row:
-        return None
-    v = row[key]
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return None
-    return cast(v)
 
 
 class TalkerModel(mlflow.pyfunc.PythonModel):
@@ -128,9 +119,9 @@ class TalkerModel(mlflow.pyfunc.PythonModel):
         talker = self.talker()
         paths, frames = [], []
         for _, row in model_input.iterrows():
-            kwargs = {k: _cell(row, k, t) for k, t in (("pose", str), ("steps", int), ("seed", int))}
-            result = render_video(talker, Path(row["audio_path"]), Path(row["out_path"]), progress=False,
-                                  **{k: v for k, v in kwargs.items() if v is not None})  # fmt: skip
+            kwargs = {k: t(v) for k, t in (("pose", str), ("steps", int), ("seed", int))
+                      if (v := cell(row, k)) is not None}
+            result = render_video(talker, Path(row["audio_path"]), Path(row["out_path"]), progress=False, **kwargs)
             paths.append(str(result.path))
             frames.append(int(result.n_frames))
         return pd.DataFrame({"video_path": paths, "n_frames": pd.Series(frames, dtype="int64")})
