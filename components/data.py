@@ -9,13 +9,15 @@ from components import CPU_IMAGE
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def open_workspace(speaker: str, profile: str, data_rev: str, workspace_root: str, pipeline: str,
-                   published_if_empty: bool) -> NamedTuple("Workspace", [("ctx", str), ("versioned", str)]):
+                   published_if_empty: bool, overrides: str = "", code: str = "",
+                   runner: str = "kfp") -> NamedTuple("Workspace", [("ctx", str), ("versioned", str)]):
     """Check dataset revision ``data_rev`` out of the DVC remote into the data cache (daetalker data checkout)."""
     from collections import namedtuple
 
     from daetalker.kubeflow.workspace import open_workspace_step
 
-    opened = open_workspace_step(speaker, profile, data_rev, workspace_root, pipeline, published_if_empty)
+    opened = open_workspace_step(speaker, profile, data_rev, workspace_root, pipeline, published_if_empty,
+                                 overrides, code, runner)  # fmt: skip
     return namedtuple("Workspace", ["ctx", "versioned"])(*opened)
 
 

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from daetalker.errors import DaetalkerError
 from daetalker.kubeflow.context import RunContext
+
+LOCAL_PIPELINES = ("train-speaker", "retrain-speaker")
 
 
 @dataclass
@@ -91,25 +94,37 @@ def run_local(
     enable_caching: bool = True,
     show_bar: bool | None = None,
     containers: bool = False,
+    pipeline: str = "train-speaker",
+    data_rev: str = "",
 ) -> LocalRun:
-    """Run train-speaker with kfp.local: one line per step on the terminal, each step's output in
+    """Run ``pipeline`` with kfp.local: one line per step on the terminal, each step's output in
     ``out/logs/``; with ``containers`` every task runs in the image (:mod:`pipelines.containers`). With
     ``enable_caching`` a task whose inputs (run context with the code version, upstream outputs and
-    artifacts) match an earlier run's is served from kfp.local's cache."""
+    artifacts) match an earlier run's is served from kfp.local's cache.
+
+    train-speaker synthesises its corpus into ``workspace`` (the checkout). retrain-speaker trains
+    ``speaker`` on dataset revision ``data_rev`` (default: the one ``daetalker speaker add`` or
+    ``data publish`` published), checked out of the DVC remote into STATE/workspaces/.
+    """
     import kfp.local
     import mlflow
 
     from daetalker import tracking
     from daetalker.kubeflow.context import PARENT_RUN_ENV
     from daetalker.outputs import require_dir_target, write_text
-    from daetalker.services.mlflow_server import ensure_tracking_uri
+    from daetalker.services.mlflow_server import default_state_dir, ensure_tracking_uri
     from pipelines.progress import StepConsole
 
+    if pipeline not in LOCAL_PIPELINES:
+        raise DaetalkerError(f"--pipeline {pipeline}: runs locally are {', '.join(LOCAL_PIPELINES)} "
+                             "(evaluate-promote runs on a cluster: `daetalker pipeline submit`)")  # fmt: skip
+    if containers and pipeline != "train-speaker":
+        raise DaetalkerError(f"--containers --pipeline {pipeline}: only train-speaker runs in containers locally "
+                             "(fix: drop --containers; the cluster runs every pipeline in the image)")  # fmt: skip
     if containers:  # before the components are imported: they read the image names then
         from pipelines.containers import one_image_for_every_task
 
         one_image_for_every_task()
-    from pipelines.train_speaker import train_speaker
 
     out = require_dir_target("--out", out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -122,18 +137,21 @@ def run_local(
     console = StepConsole(out / "logs", bar=show_bar)
     with tracking.start_run(
         experiment=ctx.experiment_name,
-        run_name=f"pipeline-train-speaker-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_name=f"pipeline-{pipeline}-{time.strftime('%Y%m%d-%H%M%S')}",
         config=ctx.config(),
         tags={"daetalker.step": "pipeline", "daetalker.speaker": speaker, "daetalker.code_version": ctx.code,
               "daetalker.runner": "kfp.local.DockerRunner" if containers else "kfp.local"},
     ) as parent, ExitStack() as stack:
         os.environ[PARENT_RUN_ENV] = parent.info.run_id  # not in ctx: ctx must not change from run to run
         stack.callback(os.environ.pop, PARENT_RUN_ENV, None)
+        if "DAETALKER_STATE" not in os.environ:  # where the tasks find the DVC remote `speaker add` pushed to
+            os.environ["DAETALKER_STATE"] = str(default_state_dir())
+            stack.callback(os.environ.pop, "DAETALKER_STATE", None)
         kfp.local.init(runner=_task_runner(stack, containers, workspace, parent.info.run_id),
                        pipeline_root=str(out / "kfp"),
                        enable_caching=enable_caching, cache_root=str(out / "kfp-cache"))  # fmt: skip
         with console:
-            task = train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
+            task = _start(pipeline, ctx, synth_minutes=synth_minutes, synth_seed=synth_seed, data_rev=data_rev)
         outputs = json.loads(task.output)
         mlflow.log_dict(outputs, "pipeline_outputs.json")
         seconds = time.time() - t0
@@ -143,6 +161,19 @@ def run_local(
         mlflow.log_artifacts(str(out / "logs"), "logs")
     write_text(out / "pipeline_outputs.json", json.dumps(outputs, indent=2))
     return LocalRun(parent.info.run_id, uri, outputs, seconds, out / "kfp", steps)
+
+
+def _start(pipeline: str, ctx: RunContext, *, synth_minutes: float, synth_seed: int, data_rev: str) -> Any:
+    """Run the pipeline's tasks (kfp.local runs a pipeline when it is called); returns its final task."""
+    if pipeline == "train-speaker":
+        from pipelines.train_speaker import train_speaker
+
+        return train_speaker(ctx=ctx.to_json(), synth_minutes=synth_minutes, synth_seed=synth_seed)
+    from daetalker.services.mlflow_server import default_state_dir
+    from pipelines.retrain_speaker import build
+
+    return build(None)(speaker=ctx.speaker, workspace_root=str(default_state_dir() / "workspaces"), data_rev=data_rev,
+                       profile=ctx.profile, overrides="\n".join(ctx.overrides), code=ctx.code)  # fmt: skip
 
 
 def compile_pipeline(path: Path, name: str = "train-speaker", cluster: bool = False) -> Path:

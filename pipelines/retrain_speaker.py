@@ -17,13 +17,29 @@ from pipelines.stages import train_and_release
 NAME = "retrain-speaker"
 
 
+DESCRIPTION = ("DAE-Talker: dataset revision (DVC md5) -> preprocess -> validate -> DVC -> (autoencoder) -> DAE -> "
+               "latents -> speech2latent -> bundle -> evaluate -> gate + promote")
+
+
 def build(cluster: ClusterSettings | None = None):
-    @dsl.pipeline(name=NAME, description="DAE-Talker: dataset revision (DVC md5) -> preprocess -> validate -> DVC "
-                                         "-> (autoencoder) -> DAE -> latents -> speech2latent -> bundle -> evaluate -> "
-                                         "gate + promote")
+    if cluster is None:
+        @dsl.pipeline(name=NAME, description=DESCRIPTION + " (kfp.local)")
+        def retrain_speaker_local(speaker: str, workspace_root: str, data_rev: str = "", profile: str = "tiny",
+                                  overrides: str = "", code: str = "") -> str:
+            """``daetalker pipeline run --pipeline retrain-speaker``: the workspace under the state folder."""
+            ws = open_workspace(speaker=speaker, profile=profile, data_rev=data_rev, workspace_root=workspace_root,
+                                pipeline=NAME, published_if_empty=True, overrides=overrides, code=code,
+                                runner="kfp.local")  # fmt: skip
+            ws.set_display_name("check out data revision").set_caching_options(False)
+            return train_and_release(ws.outputs["ctx"], ws.outputs["versioned"], cluster=None,
+                                     reason=f"pipeline {NAME}").output
+
+        return retrain_speaker_local
+
+    @dsl.pipeline(name=NAME, description=DESCRIPTION)
     def retrain_speaker(speaker: str, data_rev: str = "", profile: str = "base128", thresholds: str = "",
                         dae_nodes: int = 0, s2l_nodes: int = 0, gpus_per_node: int = 1,
-                        workspace_root: str = cluster.workspace_root if cluster else ".state/workspaces") -> str:
+                        workspace_root: str = cluster.workspace_root) -> str:
         ws = open_workspace(speaker=speaker, profile=profile, data_rev=data_rev, workspace_root=workspace_root,
                             pipeline=NAME, published_if_empty=True)
         ws.set_display_name("check out data revision").set_caching_options(False)  # idempotent; refills a wiped cache

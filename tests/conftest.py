@@ -16,6 +16,8 @@ Fixtures for every test module:
     monkeypatch.setenv(k, v)``.
 ``real_clips``
     ``Path`` of ``$DAETALKER_REAL_CLIPS``; skips the test when unset.
+``grid_s1``
+    ``Path`` of ``$DAETALKER_REAL_SPEAKERS/grid-s1`` (one real speaker's GRID sentences); skips when unset.
 
 The autouse ``_hermetic_env`` fixture makes every test independent of the
 caller's shell: analytics and MLflow job runners off, no inherited tracking
@@ -122,4 +124,16 @@ def real_clips() -> Path:
     path = Path(value)
     if not path.is_dir():
         pytest.fail(f"DAETALKER_REAL_CLIPS={value} is not a folder")
+    return path
+
+
+@pytest.fixture
+def grid_s1() -> Path:
+    """grid-s1 (video/<id>.mpg, align/<id>.align) from ``$DAETALKER_REAL_SPEAKERS``; skips when unset."""
+    value = os.environ.get("DAETALKER_REAL_SPEAKERS")
+    if not value:
+        pytest.skip("DAETALKER_REAL_SPEAKERS is not set (folder holding grid-s1/)")
+    path = Path(value) / "grid-s1"
+    if not (path / "video").is_dir():
+        pytest.fail(f"DAETALKER_REAL_SPEAKERS={value} has no grid-s1/video folder")
     return path

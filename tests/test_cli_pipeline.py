@@ -287,3 +287,14 @@ def test_gate_step_records_the_new_evaluation_and_gates_on_it(mlflow_server, tmp
     no_metrics = _evaluation(client, {"psnr": 1.0})
     with pytest.raises(RegistryError, match="has no lse_c, lse_d, fid, pose_mae, face_found_rate, lse_c_vs_gt"):
         promote_version_step(ctx, third, json.dumps({"eval_run_id": no_metrics, "report": "r", "metrics": "m"}))
+
+
+def test_local_runs_refuse_what_they_cannot_run_before_starting_anything(tmp_path):
+    r = cli("pipeline", "run", "--pipeline", "evaluate-promote", "--out", str(tmp_path / "o"))
+    assert r.exit_code != 0 and "pipeline submit" in str(r.exception)
+    r = cli("pipeline", "run", "--pipeline", "retrain-speaker", "--speaker", "ana", "--containers",
+            "--out", str(tmp_path / "o"))
+    assert r.exit_code != 0 and "drop --containers" in str(r.exception)
+    r = cli("pipeline", "run", "--pipeline", "nope", "--out", str(tmp_path / "o"))
+    assert r.exit_code != 0 and "retrain-speaker" in r.output
+    assert not (tmp_path / "o").exists()

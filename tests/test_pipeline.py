@@ -114,3 +114,49 @@ def test_local_pipeline_runs_every_step_and_logs_to_mlflow(mlflow_server, tmp_pa
     assert again.steps == {"ok": 5, "cached": 7}, again.steps
     assert again.outputs["version"] == "1" and again.outputs["registered"] == "already v1"
     assert again.seconds < 0.5 * result.seconds
+
+
+@pytest.mark.slow
+def test_speaker_add_then_local_retrain_speaker_trains_the_published_revision(mlflow_server, tmp_path):
+    """Onboarding from a folder of videos, then retrain-speaker on what it published, with kfp.local."""
+    from typer.testing import CliRunner
+
+    from daetalker.bundle.build import TEST_OVERRIDES
+    from daetalker.cli import app
+    from daetalker.config import load_config
+    from daetalker.synth.corpus import write_corpus
+    from daetalker.versioning import dvc_repo
+    from pipelines.local import run_local
+
+    footage = tmp_path / "footage"
+    write_corpus(footage, minutes=0.35, seed=3, cfg=load_config("tiny").synth)
+    (footage / "notes").mkdir()
+    (footage / "notes" / "broken.mp4").write_bytes(b"not a video")  # quarantined, the rest go on
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    subprocess.run(["git", "init", "-q", str(ws)], check=True)
+    add = ["speaker", "add", "bo", "--videos", str(footage), "--root", str(ws), "--no-mlflow", "--profile",
+           "tiny-pixel", "--set", "preprocess.min_usable_minutes=0.1"]
+    r = CliRunner().invoke(app, add)
+    assert r.exit_code == 0, r.output
+    rev = dvc_repo.data_hash(ws)
+    assert f"data revision {rev} pushed and published" in r.output and "1 quarantined" in r.output
+    assert (ws / "data" / "raw" / "bo" / "notes" / "broken.mp4").is_file()
+    r = CliRunner().invoke(app, add)  # the same footage again: nothing copied, the same revision
+    assert r.exit_code == 0 and "0 file(s) copied in" in r.output and dvc_repo.data_hash(ws) == rev
+
+    # the pixel profile at 16 px: the stages are the ones the test above runs; here the wiring is under test
+    micro = [o for o in TEST_OVERRIDES if not o.startswith("dae.sample_steps")]
+    result = run_local(tmp_path / "out", speaker="bo", profile="tiny-pixel", workspace=ws,
+                       overrides=RUN_OVERRIDES + micro, pipeline="retrain-speaker")
+    out = result.outputs
+    assert out["model"] == "talker-bo" and out["version"] == "1" and out["aliases"]["challenger"] == "1"
+    assert result.steps == {"ok": 12}  # check out + the 11 stages of train_and_release
+    metrics = json.loads(open(out["metrics"]).read())
+    assert metrics["clips"] >= 1 and metrics["steps"] == 2
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("daetalker-bo").experiment_id])
+    dae = next(r for r in runs if r.data.tags.get("daetalker.step") == "train-dae")
+    assert dae.data.tags["daetalker.data_rev"] == rev and dae.data.tags["daetalker.runner"] == "kfp.local"

@@ -174,6 +174,21 @@ def test_audio_is_normalised_and_mel_equals_log_mel_of_the_written_wav(tmp_path)
     assert s.silent and s.gain_db == 0.0
 
 
+def test_edge_silence_is_cut_to_the_kept_margin_above_a_noise_floor():
+    from daetalker.data.audio_features import speech_span
+
+    rng = np.random.default_rng(0)
+    levels = -40 + 2 * rng.standard_normal(80)  # camera noise
+    levels[20:60] = -12 + 3 * rng.standard_normal(40)  # a sentence
+    levels[35:38] = -38  # a pause inside it is kept
+    levels[5] = -3  # a click is not speech
+    assert speech_span(levels, 8) == (12, 68)
+    assert speech_span(levels, 0) == (20, 60)
+    assert speech_span(levels, 30) == (0, 80)  # the margin never reaches past the segment
+    assert speech_span(-40 + 2 * rng.standard_normal(80), 8) == (0, 80)  # no contrast: nothing to cut
+    assert speech_span(np.full(3, -20.0), 8) == (0, 3)
+
+
 # ------------------------------------------------------------------ timeline
 @pytest.mark.parametrize("rate", ["30", "vfr"])
 def test_frames_and_audio_share_one_25fps_timeline(tmp_path, rate):
@@ -212,7 +227,7 @@ def real_dataset(tmp_path_factory):
         pytest.skip("DAETALKER_REAL_CLIPS is not set (folder of real speaker clips)")
     from daetalker.data.preprocess import preprocess_dataset
 
-    cfg = load_config("tiny").preprocess
+    cfg = load_config("tiny", None, ["preprocess.edge_silence_keep_s=-1"]).preprocess  # whole recordings
     out = tmp_path_factory.mktemp("real-data")
     summary = preprocess_dataset(Path(value), out, cfg, workers=2)
     return Path(value), out, cfg, summary
@@ -301,3 +316,30 @@ def test_synthetic_speaker_pose_and_mouth_correlate_with_ground_truth(tmp_path):
     r = {c: np.corrcoef(est[c], gt[c])[0, 1] for c in ("yaw", "pitch", "roll", "mouth_open")}
     assert r["yaw"] >= 0.8 and r["pitch"] >= 0.8 and r["mouth_open"] >= 0.8, r
     assert r["roll"] >= 0.7, r
+
+
+@pytest.mark.slow
+@pytest.mark.real_speakers
+def test_grid_sentences_keep_every_word_and_lose_most_of_their_edge_silence(grid_s1, tmp_path):
+    """MPEG-1 video with MP2 audio in, and the second of closed mouth around each sentence cut to the margin."""
+    from daetalker.data.preprocess import preprocess_dataset
+
+    ids = ["bbaf5a", "lgiz4p", "swio2p"]
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in ids:
+        (src / f"{i}.mpg").write_bytes((grid_s1 / "video" / f"{i}.mpg").read_bytes())
+    cfg = load_config("tiny").preprocess
+    preprocess_dataset(src, tmp_path / "out", cfg)
+    m = ds.load_manifest(tmp_path / "out").set_index("source")
+    keep = round(cfg.edge_silence_keep_s * cfg.fps)
+    for i in ids:
+        words = [ln.split() for ln in (grid_s1 / "align" / f"{i}.align").read_text().splitlines()]
+        spoken = [(int(a) / 1000, int(b) / 1000) for a, b, w in words if w != "sil"]
+        first, last = spoken[0][0], spoken[-1][1]  # frames
+        row = m.loc[f"{i}.mpg"]
+        start, end = row.start_frame, row.start_frame + row.n_frames
+        assert start <= first and end >= last, (i, start, end, first, last)  # every word kept
+        # silence left at each end: the margin, give or take where the level crosses the threshold
+        assert first - start <= keep + 3 and end - last <= keep + 3, (i, start, end, first, last)
+        assert row.detection_rate >= 0.95

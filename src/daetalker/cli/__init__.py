@@ -57,7 +57,8 @@ def _add_commands() -> None:
     """One module per group of stages; each holds a Typer whose commands join the root."""
     import importlib
 
-    for name in ("synth", "data", "train", "generate", "evaluate", "registry", "services", "pipeline", "serve"):
+    for name in ("synth", "data", "speaker", "train", "generate", "evaluate", "registry", "services", "pipeline",
+                 "serve"):
         app.add_typer(importlib.import_module(f"daetalker.cli.{name}").app)
 
 

@@ -29,11 +29,17 @@ def _check_name(name: str) -> str:
 
 @pipeline_app.command("run")
 def run(
+    pipeline: Annotated[str, typer.Option("--pipeline", help="train-speaker (a synthetic corpus made in the run) "
+                                          "or retrain-speaker (a speaker's published dataset revision: "
+                                          "`daetalker speaker add`).")] = "train-speaker",
     out: Annotated[Path, typer.Option(help="Folder for the local pipeline root and outputs.")] = Path("demo-out"),
     profile: Annotated[str, typer.Option("--profile", "-p", help="tiny, base128 or paper256.")] = "tiny",
     speaker: Annotated[str, typer.Option(help="Speaker name (registered model talker-<speaker>).")] = "synthetic",
-    minutes: Annotated[float, typer.Option(min=0.01, max=600.0, help="Minutes of synthetic speech to generate.")] = 2.0,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic speaker.")] = 0,
+    minutes: Annotated[float, typer.Option(min=0.01, max=600.0, help="Minutes of synthetic speech to generate "
+                                           "(train-speaker).")] = 2.0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the synthetic speaker (train-speaker).")] = 0,
+    data_rev: Annotated[str, typer.Option("--data-rev", help="retrain-speaker: the dataset revision (md5 in "
+                                          "data.dvc; default: the speaker's published one).")] = "",
     workspace: Annotated[Optional[Path], typer.Option(help="DVC repo holding data/ (default: this git checkout).")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Config override KEY=VALUE (repeatable).")] = None,
     local: Annotated[bool, typer.Option("--local/--no-local", help="Run with kfp.local (the only runner here).")] = True,
@@ -43,7 +49,7 @@ def run(
                                              "`make image` built (kfp.local's DockerRunner through podman) instead of "
                                              "this interpreter.")] = False,
 ) -> None:
-    """Run train-speaker end to end on this machine, logging every step to MLflow.
+    """Run train-speaker or retrain-speaker end to end on this machine, logging every step to MLflow.
 
     One line per step (status, seconds, its log file under OUT/logs); steps whose inputs did
     not change since an earlier run are reused (--no-cache runs everything). With --containers the
@@ -55,7 +61,7 @@ def run(
 
     result = run_local(out, speaker=speaker, profile=profile, overrides=set_ or [],
                        workspace=workspace, synth_minutes=minutes, synth_seed=seed, enable_caching=cache,
-                       containers=containers)  # fmt: skip
+                       containers=containers, pipeline=_check_name(pipeline), data_rev=data_rev)  # fmt: skip
     c = Console()
     done = ", ".join(f"{n} {status}" for status, n in result.steps.items())
     where = " in containers" if containers else ""

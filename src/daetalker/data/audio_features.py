@@ -20,6 +20,7 @@ from daetalker.config.preprocess import PreprocessConfig
 
 CHUNK_HOPS = 1000  # 10 s of audio per chunk at 10 ms hops
 CONTEXT_HOPS = 2  # a window reaches 120 samples (< 2 hops) past its hop on either side
+EDGE_CONTRAST_DB = 15.0  # speech this little above the floor has no silence clear enough to cut
 
 
 def mel_params(cfg: PreprocessConfig) -> dict:
@@ -83,6 +84,33 @@ def measure_loudness(raw: Path, cfg: PreprocessConfig, start: int = 0, count: in
     # amplify a silent track into noise.
     gain = 0.0 if silent else min(cfg.target_lufs - level, cfg.max_gain_db, -1.0 - peak_db)
     return Loudness(round(level, 4), round(peak_db, 4), bool(silent), round(gain, 4))
+
+
+def frame_levels(raw: Path, cfg: PreprocessConfig, start_frame: int, n_frames: int) -> np.ndarray:
+    """(n_frames,) RMS level in dBFS of each video frame's audio (640 samples at 16 kHz)."""
+    spf = cfg.sample_rate // cfg.fps
+    x = np.concatenate(list(read_raw(raw, spf * start_frame, spf * n_frames))).astype(np.float64)
+    return 10 * np.log10(np.maximum((x.reshape(n_frames, spf) ** 2).mean(1), 1e-20))
+
+
+def speech_span(levels_db: np.ndarray, keep_frames: int) -> tuple[int, int]:
+    """[first, last) frames to keep: the sound between the leading and trailing silence, plus ``keep_frames``
+    of that silence on each side. ``(0, n)`` when there is no clear silence to cut.
+
+    Silence is relative to the recording, not an absolute level: camera audio has a noise floor (about
+    -40 dBFS in GRID's MPEG-1 clips) that a fixed threshold would count as sound. A frame is sound when it
+    is above 35% of the way from the floor (10th percentile) to the speech (95th), and so are most of
+    the 5 frames around it (a click is not speech).
+    """
+    n = len(levels_db)
+    floor, top = np.percentile(levels_db, [10, 95]) if n else (0.0, 0.0)
+    if n < 5 or top - floor < EDGE_CONTRAST_DB:
+        return 0, n
+    loud = (levels_db > floor + 0.35 * (top - floor)).astype(np.int32)
+    sound = np.flatnonzero(np.convolve(loud, np.ones(5, np.int32), mode="same") >= 3)
+    if not len(sound):
+        return 0, n
+    return max(0, int(sound[0]) - keep_frames), min(n, int(sound[-1]) + 1 + keep_frames)
 
 
 # ----------------------------------------------------------------- writing

@@ -211,6 +211,7 @@ class ClipProcessor:
         loud = measure_loudness(raw, cfg, 0, spf * n)
         gt = _ground_truth(src.path)
         for k, (a, b) in enumerate(split_segments(speaker.boxes, cfg.max_head_motion)):
+            a, b = self._cut_edge_silence(raw, a, b)
             where = f"segment {k} (frames {a}-{b - 1})"
             if b - a < cfg.min_seconds * cfg.fps:
                 result.quarantine.append(QuarantineRecord(
@@ -239,6 +240,16 @@ class ClipProcessor:
                                                                 cfg.test_fraction, cfg.split_seed))
             ds.install_dir(seg_tmp, ds.clip_dir(out_dir, cid))
             result.rows.append(row)
+
+    def _cut_edge_silence(self, raw: Path, a: int, b: int) -> tuple[int, int]:
+        """Frames [a, b) less the leading and trailing silence past ``edge_silence_keep_s``."""
+        from daetalker.data.audio_features import frame_levels, speech_span
+
+        cfg = self.cfg
+        if cfg.edge_silence_keep_s < 0 or b <= a:
+            return a, b
+        lo, hi = speech_span(frame_levels(raw, cfg, a, b - a), round(cfg.edge_silence_keep_s * cfg.fps))
+        return a + lo, a + hi
 
     def _detect_with_audio(self, info: MediaInfo, raw: Path) -> tuple[FaceLog, int]:
         """Pass 1 with the audio decoding to ``raw`` beside it: (faces per frame, audio samples written)."""

@@ -20,19 +20,24 @@ SCRATCH = "scratch"  # the workspace of a run that makes its own corpus (train-s
 
 
 def open_workspace_step(speaker: str, profile: str, data_rev: str, workspace_root: str, pipeline: str,
-                        published_if_empty: bool) -> tuple[str, str]:  # fmt: skip
+                        published_if_empty: bool, overrides: str = "", code: str = "",
+                        runner: str = "kfp") -> tuple[str, str]:  # fmt: skip
     """(run context JSON, ``{"data_hash": <revision>}`` JSON).
 
     An empty ``data_rev`` means the speaker's published revision (resolved
     here, so the steps after this one are keyed on its hash) when
     ``published_if_empty``, else an empty workspace for a corpus the run makes.
+    A local run (``daetalker pipeline run``) also passes its config ``overrides``
+    (one KEY=VALUE a line), its ``code`` version (part of every later step's
+    cache key) and ``runner`` ``kfp.local``.
     """
     from daetalker.config import load_config
     from daetalker.registry.names import model_name
     from daetalker.versioning import dvc_repo, revision
 
     speaker = model_name(speaker).removeprefix("talker-")  # it becomes a path: refuse a bad name before any work
-    load_config(profile)  # and an unknown profile
+    settings = tuple(line.strip() for line in overrides.splitlines() if line.strip())
+    load_config(profile, None, list(settings))  # and an unknown profile or a bad override
     if not data_rev and published_if_empty:
         data_rev = revision.published(dvc_repo.remote_from_env(workspace_root), speaker)
     root = Path(workspace_root) / speaker / pipeline / (revision.check_rev(data_rev) if data_rev else SCRATCH)
@@ -40,6 +45,6 @@ def open_workspace_step(speaker: str, profile: str, data_rev: str, workspace_roo
         revision.checkout(root, data_rev)
     else:
         revision.init_workspace(root)  # version-data configures the remote when it pushes
-    ctx = RunContext(speaker=speaker, profile=profile, workspace=str(root),
-                     tags={"daetalker.data_rev": data_rev or "none", "daetalker.runner": "kfp"})  # fmt: skip
+    ctx = RunContext(speaker=speaker, profile=profile, workspace=str(root), overrides=settings, code=code,
+                     tags={"daetalker.data_rev": data_rev or "none", "daetalker.runner": runner})  # fmt: skip
     return ctx.to_json(), json.dumps({"data_hash": data_rev})
