@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from daetalker.cli.options import ConfigOpt, ExperimentOpt, MlflowOpt, ProfileOpt, SetOpt, stage_config, stage_run
+from daetalker.cli.options import (ConfigOpt, ExperimentOpt, MlflowOpt, ProfileOpt, SetOpt, preprocess_progress,
+                                   stage_config, stage_run)
 
 RootOpt = Annotated[
     Path, typer.Option("--root", help="The git + DVC repository (default: the current folder).")
@@ -46,15 +47,8 @@ def preprocess(
     outputs.require_dir_target("--out", out_dir)
     outputs.refuse_inputs("--out", out_dir, {"--in": in_dir, "--config": config})
     cfg = stage_config(profile, config, overrides)
-    console = Console(stderr=True)
-
-    def progress(rel: str, r) -> None:
-        mark = {"ok": "[green]ok[/]", "partial": "[yellow]partial[/]"}.get(r.status, "[red]quarantined[/]")
-        why = "; ".join(f"{q.reason}: {q.detail}" for q in r.quarantine)
-        console.print(f"{mark} {rel}{' (unchanged)' if r.reused else ''}{' - ' + why if why else ''}",
-                      highlight=False, markup=True)
-
-    s = stages.preprocess(stage_run(experiment, mlflow), in_dir, out_dir, cfg, workers=workers, progress=progress)
+    s = stages.preprocess(stage_run(experiment, mlflow), in_dir, out_dir, cfg, workers=workers,
+                          progress=preprocess_progress(Console(stderr=True)))
     rtf = s.source_seconds / s.wall_s if s.wall_s else 0.0
     typer.echo(f"{s.n_clips} clips ({s.frames} frames, {s.seconds / 60:.2f} min) in {s.manifest}; "
                f"{s.n_quarantined} quarantined in {s.quarantine}; {s.n_reused} source(s) unchanged; "

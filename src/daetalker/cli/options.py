@@ -55,3 +55,15 @@ def echo_json(result: dict) -> None:
     import json
 
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+def preprocess_progress(console):
+    """The per-source line ``preprocess`` and ``speaker add`` print: ok / partial / quarantined, and why."""
+
+    def progress(rel: str, r) -> None:
+        mark = {"ok": "[green]ok[/]", "partial": "[yellow]partial[/]"}.get(r.status, "[red]quarantined[/]")
+        why = "; ".join(f"{q.reason}: {q.detail}" for q in r.quarantine)
+        console.print(f"{mark} {rel}{' (unchanged)' if r.reused else ''}{' - ' + why if why else ''}",
+                      highlight=False, markup=True)
+
+    return progress

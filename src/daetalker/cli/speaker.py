@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from daetalker.cli.options import ConfigOpt, MlflowOpt, ProfileOpt, SetOpt, mlflow_wanted, stage_config
+from daetalker.cli.options import (ConfigOpt, MlflowOpt, ProfileOpt, SetOpt, mlflow_wanted, preprocess_progress,
+                                   stage_config)
 
 app = typer.Typer()
 speaker_app = typer.Typer(help="Onboard speakers: their footage in, a dataset revision to train on out.",
@@ -40,17 +41,9 @@ def add(
     from daetalker.stages.onboard import add_speaker
 
     speaker = model_name(name).removeprefix("talker-")
-    console = Console(stderr=True)
-
-    def progress(rel: str, r) -> None:
-        mark = {"ok": "[green]ok[/]", "partial": "[yellow]partial[/]"}.get(r.status, "[red]quarantined[/]")
-        why = "; ".join(f"{q.reason}: {q.detail}" for q in r.quarantine)
-        console.print(f"{mark} {rel}{' (unchanged)' if r.reused else ''}{' - ' + why if why else ''}",
-                      highlight=False, markup=True)
-
     cfg = stage_config(profile, config, overrides)
-    done = add_speaker(speaker, videos, root, profile, cfg, mlflow=mlflow_wanted(mlflow, True), progress=progress,
-                       actor=current_actor().name)  # fmt: skip
+    done = add_speaker(speaker, videos, root, profile, cfg, mlflow=mlflow_wanted(mlflow, True),
+                       progress=preprocess_progress(Console(stderr=True)), actor=current_actor().name)  # fmt: skip
     typer.echo(f"{speaker}: {done.footage.copied} file(s) copied in, {done.footage.unchanged} unchanged; "
                f"{done.clips} clips ({done.usable_minutes:.2f} usable min), {done.quarantined} quarantined "
                f"(see {done.data_dir / 'quarantine.parquet'}); validation report {done.validation_report}")
