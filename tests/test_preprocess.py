@@ -227,7 +227,7 @@ def real_dataset(tmp_path_factory):
         pytest.skip("DAETALKER_REAL_CLIPS is not set (folder of real speaker clips)")
     from daetalker.data.preprocess import preprocess_dataset
 
-    cfg = load_config("tiny", None, ["preprocess.edge_silence_keep_s=-1"]).preprocess  # whole recordings
+    cfg = load_config("tiny").preprocess
     out = tmp_path_factory.mktemp("real-data")
     summary = preprocess_dataset(Path(value), out, cfg, workers=2)
     return Path(value), out, cfg, summary
@@ -329,7 +329,7 @@ def test_grid_sentences_keep_every_word_and_lose_most_of_their_edge_silence(grid
     src.mkdir()
     for i in ids:
         (src / f"{i}.mpg").write_bytes((grid_s1 / "video" / f"{i}.mpg").read_bytes())
-    cfg = load_config("tiny").preprocess
+    cfg = load_config("tiny", None, ["preprocess.edge_silence_keep_s=0.3"]).preprocess
     preprocess_dataset(src, tmp_path / "out", cfg)
     m = ds.load_manifest(tmp_path / "out").set_index("source")
     keep = round(cfg.edge_silence_keep_s * cfg.fps)

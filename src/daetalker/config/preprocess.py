@@ -42,10 +42,11 @@ class PreprocessConfig:
     max_gain_db: float = 30.0  # quiet clips are raised at most this much
     silence_dbfs: float = -50.0  # clips whose gated level is below are flagged silent
     max_audio_gap_s: float = 0.5  # audio may end this much before the video, else quarantine
-    # Leading/trailing silence of a segment beyond this is cut (negative: keep it all): recorded
-    # sentences open and close with up to a second of closed mouth, which would otherwise be a third of
-    # the data and pull speech2latent's mouth towards closed.
-    edge_silence_keep_s: float = 0.3
+    # Leading/trailing silence of a segment beyond this many seconds is cut (negative: keep it all).
+    # Recorded sentences (GRID) open and close with up to a second of closed mouth, a third of the data;
+    # 0.3 suits them. Off by default: on the demo's corpus the cut improved the generated video but its
+    # SyncNet expert gained more on the real one, and the gate's LSE-C floor refused it (docs/dataset.md).
+    edge_silence_keep_s: float = -1.0
     # --- face detection and crop ---
     detect_max_side: int = 640  # detection pass decodes frames scaled to this longer side
     label_size: int = 256  # Face Mesh runs on the crop at max(label_size, resolution) px
