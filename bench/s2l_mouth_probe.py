@@ -5,7 +5,8 @@ fit on the training clips' own latents (extract-latents), then applied to each
 held-out clip's own latents (the ceiling) and to speech2latent's predictions from
 the clip's audio (the features its s2l was trained on) with the predicted pose (what generation decodes). Prints the
 Pearson r of each with the ground truth, and the std of the predicted mouth
-read-out over the own-latent one (below 1: predictions shrink toward the mean).
+read-out over the own-latent one (below 1: predictions shrink toward the mean),
+a line per clip and then each bundle's means over the held-out clips.
 
     python bench/s2l_mouth_probe.py --data DATA --latents LATENTS --bundle BUNDLE [--bundle BUNDLE2 ...]
 """
@@ -61,15 +62,21 @@ def main() -> None:
         a = np.c_[x, np.ones(len(x))]  # (N, D + 1)
         w = np.linalg.solve(a.T @ a + args.ridge * np.eye(a.shape[1]), a.T @ np.concatenate([mouth[c] for c in train]))
         read = lambda zn: np.c_[zn, np.ones(len(zn))] @ w  # noqa: E731
+        rows = []
         for cid in held:
             n = len(own[cid])
             mel = clip_features(t, args.data, cid)
             pred = torch.cat([z for _, z in predict_latents(t.s2l, mel, n, None, chunk_frames=250, context_frames=50)])
             r_own, r_pred = read(norm[cid]), read(pred.numpy())
-            print(json.dumps({"bundle": str(bundle), "clip": cid,
-                              "mouth_r_own_latents": round(float(np.corrcoef(r_own, mouth[cid])[0, 1]), 3),
-                              "mouth_r_speech2latent": round(float(np.corrcoef(r_pred, mouth[cid])[0, 1]), 3),
-                              "readout_std_ratio": round(float(r_pred.std() / r_own.std()), 2)}))  # fmt: skip
+            rows.append({"bundle": str(bundle), "clip": cid,
+                         "mouth_r_own_latents": round(float(np.corrcoef(r_own, mouth[cid])[0, 1]), 3),
+                         "mouth_r_speech2latent": round(float(np.corrcoef(r_pred, mouth[cid])[0, 1]), 3),
+                         "readout_std_ratio": round(float(r_pred.std() / r_own.std()), 2)})  # fmt: skip
+            print(json.dumps(rows[-1]))
+        summary = {k: round(float(np.nanmean([r[k] for r in rows])), 3)
+                   for k in ("mouth_r_own_latents", "mouth_r_speech2latent", "readout_std_ratio")}  # fmt: skip
+        print(json.dumps({"bundle": str(bundle), "features": t.config.s2l.features, "clips": len(rows),
+                          "mean": summary}))  # fmt: skip
 
 
 if __name__ == "__main__":

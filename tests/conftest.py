@@ -127,7 +127,7 @@ def real_clips() -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def grid_s1() -> Path:
     """grid-s1 (video/<id>.mpg, align/<id>.align) from ``$DAETALKER_REAL_SPEAKERS``; skips when unset."""
     value = os.environ.get("DAETALKER_REAL_SPEAKERS")

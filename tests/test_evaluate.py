@@ -202,3 +202,20 @@ def test_metrics_and_report_go_to_the_active_mlflow_run(evaluated, mlflow_server
     assert got.data.tags["syncnet_sha256"] == result.metrics["syncnet_sha256"]
     names = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation/report")}
     assert "evaluation/report/report.html" in names
+
+
+def test_max_clips_spreads_over_the_split_and_the_config_caps_the_pipeline(tmp_path: Path) -> None:
+    """``max_clips`` takes clips evenly over the split in clip-id order (GRID's ids group by the sentence's
+    first word), the first included; ``evaluate.max_clips`` is how the pipeline asks for it."""
+    from daetalker.errors import ConfigError
+    from daetalker.evaluate.evaluate import _split_rows
+
+    ids = [f"c{k:02d}" for k in range(10)]
+    pd.DataFrame({"clip_id": ids[::-1], "split": ["test"] * 10, "n_frames": 50}).to_parquet(tmp_path / "manifest.parquet")
+    assert [r["clip_id"] for r in _split_rows(tmp_path, "test", 4)] == ["c00", "c03", "c06", "c09"]
+    assert [r["clip_id"] for r in _split_rows(tmp_path, "test", 1)] == ["c00"]
+    assert len(_split_rows(tmp_path, "test", 50)) == len(_split_rows(tmp_path, "test", None)) == 10
+    assert load_config("tiny").evaluate.max_clips == 0  # every held-out clip unless asked
+    assert load_config("tiny", None, ["evaluate.max_clips=30"]).evaluate.max_clips == 30
+    with pytest.raises(ConfigError, match="max_clips"):
+        load_config("tiny", None, ["evaluate.max_clips=-1"])

@@ -45,3 +45,26 @@ def test_a_folder_without_videos_is_named_with_the_fix(tmp_path):
     with pytest.raises(DaetalkerError, match="missing: not a folder"):
         copy_footage(tmp_path / "missing", tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
+
+
+def test_speaker_settings_merge_key_by_key_and_survive_a_round_trip(tmp_path):
+    from daetalker.config import load_config
+    from daetalker.config.speaker import SETTINGS_FILE, merge_settings, read_settings, write_settings
+    from daetalker.errors import ConfigError
+
+    raw = tmp_path / "data" / "raw" / "ana"
+    assert read_settings(raw) == ()  # a speaker onboarded without --set
+    first = ("preprocess.edge_silence_keep_s=0.3", "syncnet.lr=3e-4")
+    write_settings(raw, first)
+    assert read_settings(raw) == first
+    # a later `speaker add --set` changes one key and keeps the others, in their order
+    later = merge_settings(read_settings(raw), ["syncnet.lr=5e-4", "syncnet.max_steps=2000"])
+    assert later == ("preprocess.edge_silence_keep_s=0.3", "syncnet.lr=5e-4", "syncnet.max_steps=2000")
+    write_settings(raw, later)
+    cfg = load_config("tiny", None, list(read_settings(raw)))
+    assert (cfg.preprocess.edge_silence_keep_s, cfg.syncnet.lr, cfg.syncnet.max_steps) == (0.3, 5e-4, 2000)
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        merge_settings(["syncnet.lr"])
+    (raw / SETTINGS_FILE).write_text("settings: syncnet.lr=1\n")  # hand-edited into a string, not a list
+    with pytest.raises(ConfigError, match=r"speaker.yaml: expected 'settings:' with a list"):
+        read_settings(raw)

@@ -136,9 +136,11 @@ def test_speaker_add_then_local_retrain_speaker_trains_the_published_revision(ml
     ws.mkdir()
     subprocess.run(["git", "init", "-q", str(ws)], check=True)
     add = ["speaker", "add", "bo", "--videos", str(footage), "--root", str(ws), "--no-mlflow", "--profile",
-           "tiny-pixel", "--set", "preprocess.min_usable_minutes=0.1"]
+           "tiny-pixel", "--set", "preprocess.min_usable_minutes=0.1", "--set", "syncnet.neg_other_clip=0.3"]
     r = CliRunner().invoke(app, add)
     assert r.exit_code == 0, r.output
+    assert "settings kept in" in r.output  # and versioned with the footage: the run below applies them
+    assert "syncnet.neg_other_clip=0.3" in (ws / "data" / "raw" / "bo" / "speaker.yaml").read_text()
     rev = dvc_repo.data_hash(ws)
     assert f"data revision {rev} pushed and published" in r.output and "1 quarantined" in r.output
     assert (ws / "data" / "raw" / "bo" / "notes" / "broken.mp4").is_file()
@@ -148,15 +150,17 @@ def test_speaker_add_then_local_retrain_speaker_trains_the_published_revision(ml
     # the pixel profile at 16 px: the stages are the ones the test above runs; here the wiring is under test
     micro = [o for o in TEST_OVERRIDES if not o.startswith("dae.sample_steps")]
     result = run_local(tmp_path / "out", speaker="bo", profile="tiny-pixel", workspace=ws,
-                       overrides=RUN_OVERRIDES + micro, pipeline="retrain-speaker")
+                       overrides=RUN_OVERRIDES + micro + ["evaluate.max_clips=1"], pipeline="retrain-speaker")
     out = result.outputs
     assert out["model"] == "talker-bo" and out["version"] == "1" and out["aliases"]["challenger"] == "1"
     assert result.steps == {"ok": 12}  # check out + the 11 stages of train_and_release
     metrics = json.loads(open(out["metrics"]).read())
-    assert metrics["clips"] >= 1 and metrics["steps"] == 2
+    assert metrics["clips"] == 1 and metrics["steps"] == 2  # evaluate.max_clips reaches the pipeline's step
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("daetalker-bo").experiment_id])
     dae = next(r for r in runs if r.data.tags.get("daetalker.step") == "train-dae")
     assert dae.data.tags["daetalker.data_rev"] == rev and dae.data.tags["daetalker.runner"] == "kfp.local"
+    sync = next(r for r in runs if r.data.tags.get("daetalker.step") == "train-syncnet")
+    assert sync.data.params["syncnet.neg_other_clip"] == "0.3"  # the speaker's setting, from the revision

@@ -271,4 +271,4 @@ def test_pretrained_encoder_from_local_torchscript(tmp_path):
     assert isinstance(ext, PretrainedSpeechEncoder) and (ext.dim, ext.frames_per_video_frame) == (12, 2)
     feats = ext(np.random.default_rng(0).standard_normal(640 * 13).astype(np.float32))
     assert feats.shape == (26, 12) and feats.dtype == np.float32 and np.isfinite(feats).all()
-    assert isinstance(make_extractor(S2LConfig(), PreprocessConfig()), LogMelExtractor)
+    assert isinstance(make_extractor(S2LConfig(features="log_mel"), PreprocessConfig()), LogMelExtractor)

@@ -26,7 +26,7 @@ TINY_S2L = [
     "s2l.blocks_after=1", "s2l.frontend_kernel=3", "s2l.pose_predictor_dim=16", "s2l.pose_predictor_layers=1",
     "s2l.dropout=0.1", "s2l.batch_size=4", "s2l.window_seconds=0.8", "s2l.lr=3e-3", "s2l.warmup_steps=2",
     "s2l.log_every=1", "s2l.val_every=5", "s2l.ckpt_every=3", "s2l.bf16=false", "s2l.num_workers=0",
-    "s2l.mlflow=false",
+    "s2l.mlflow=false", "s2l.features=log_mel",  # latents here are a function of the mel rows
 ]
 LATENT_DIM = 8
 

@@ -39,7 +39,10 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate: train, val, test, or "
                                        "heldout (val + test).")] = "test",
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps (default: the bundle's).")] = None,
-    max_clips: Annotated[Optional[int], typer.Option("--max-clips", min=1, help="Evaluate the first N clips only.")] = None,
+    max_clips: Annotated[
+        Optional[int], typer.Option("--max-clips", min=1, help="Evaluate N clips, spread evenly in clip-id order "
+                                    "(default: evaluate.max_clips, whose 0 means every clip).")
+    ] = None,
     fid_frames_per_clip: Annotated[
         Optional[int], typer.Option("--fid-frames-per-clip", min=1, help="Cap frames per clip fed to FID (CPU cost).")
     ] = None,
@@ -65,5 +68,6 @@ def evaluate_cmd(
     champion = read_champion(champion_metrics) if champion_metrics else None
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
         echo_json(evaluate(stage_run(experiment, mlflow), bundle, data, out, cfg, syncnet_weights=syncnet_weights,
-                           champion_metrics=champion, split=split, steps=steps, max_clips=max_clips,
+                           champion_metrics=champion, split=split, steps=steps,
+                           max_clips=max_clips or cfg.evaluate.max_clips or None,
                            fid_frames_per_clip=fid_frames_per_clip, source=model))

@@ -23,6 +23,7 @@ from daetalker.config.base import (
 )
 from daetalker.config.autoencoder import AutoencoderConfig
 from daetalker.config.dae import DAEConfig
+from daetalker.config.evaluate import EvaluateConfig
 from daetalker.config.preprocess import PreprocessConfig
 from daetalker.config.s2l import S2LConfig
 from daetalker.config.synth import SynthConfig
@@ -41,6 +42,7 @@ class Config:
     dae: DAEConfig = field(default_factory=DAEConfig)
     s2l: S2LConfig = field(default_factory=S2LConfig)
     syncnet: SyncNetConfig = field(default_factory=SyncNetConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -92,6 +94,7 @@ __all__ = [
     "AutoencoderConfig",
     "Config",
     "DAEConfig",
+    "EvaluateConfig",
     "PreprocessConfig",
     "S2LConfig",
     "SyncNetConfig",

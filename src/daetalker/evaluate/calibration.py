@@ -99,33 +99,43 @@ def offset_recovery(model: SyncNetLike, clip: HeldOutClip, shifts: tuple[int, ..
 
 
 def failures(rows: list[CalibrationRow], recovery: dict[str, dict[int, int]] | None = None,
-             tolerance: int = 1) -> list[str]:
+             tolerance: int = 1, anchors: dict[str, int] | None = None) -> list[str]:
     """The calibration properties that do not hold, one line each (empty: calibrated).
 
-    Every video: own audio found at offset 0 +- tolerance; another clip's audio worse
-    than its own on LSE-D, LSE-C, D(0) and C(0); its audio shifted by K frames found at
-    offset K +- tolerance and worse on D(0) and C(0). The protocol's LSE-D / LSE-C of a
-    shifted track are reported, not required: they take the best offset, so a shift
-    the search range covers barely moves them (see ``lse.py``). Every recovery clip:
-    a shift of k frames reported as k +- tolerance.
+    Every video: own audio found at its anchor (0, or ``anchors[clip_id]``: the recording's
+    own AV offset) +- tolerance; another clip's audio worse than its own on LSE-D and LSE-C,
+    and on D and C read at the offset where the own audio syncs; its audio shifted by K
+    frames found at anchor + K +- tolerance and worse there too. The protocol's LSE-D /
+    LSE-C of a shifted track are reported, not required: they take the best offset, so a
+    shift the search range covers barely moves them (see ``lse.py``). Every recovery clip:
+    a shift of k frames reported as anchor + k +- tolerance. At the own audio's offset, not
+    at 0: within the tolerance the expert may put a video's sync a frame off, and the
+    comparison belongs where it put it (for an own offset of 0 that is D(0) and C(0)).
     """
+    anchors = anchors or {}
     out = []
     for r in rows:
-        own = r.scores["own"]
-        if abs(own.offset) > tolerance:
-            out.append(f"{r.clip_id}: own audio at AV offset {own.offset}, not 0 +- {tolerance}")
+        own, anchor = r.scores["own"], anchors.get(r.clip_id, 0)
+        if abs(own.offset - anchor) > tolerance:
+            out.append(f"{r.clip_id}: own audio at AV offset {own.offset}, not {anchor} +- {tolerance}")
         for name, s in r.scores.items():
             if name == "own":
                 continue
-            keys = ("lse_d", "lse_c", "lse_d0", "lse_c0") if name == "other" else ("lse_d0", "lse_c0")
-            for key in keys:
-                mine, theirs = getattr(own, key), getattr(s, key)
+            pairs = {"lse_d0": (s.dist_at(own.offset), own.dist_at(own.offset)),
+                     "lse_c0": (s.conf_at(own.offset), own.conf_at(own.offset))}
+            if name == "other":
+                pairs.update(lse_d=(s.lse_d, own.lse_d), lse_c=(s.lse_c, own.lse_c))
+            for key, (theirs, mine) in pairs.items():
                 if (theirs <= mine) if key.startswith("lse_d") else (theirs >= mine):
-                    out.append(f"{r.clip_id}: {name} audio is not worse than own on {key} ({theirs:.4f} vs {mine:.4f})")
-            if name.startswith("shift") and abs(s.offset - int(name[len("shift"):])) > tolerance:
+                    at = "" if key in ("lse_d", "lse_c") else f" at offset {own.offset}"
+                    out.append(f"{r.clip_id}: {name} audio is not worse than own on {key}{at} "
+                               f"({theirs:.4f} vs {mine:.4f})")  # fmt: skip
+            if name.startswith("shift") and abs(s.offset - anchor - int(name[len("shift"):])) > tolerance:
                 out.append(f"{r.clip_id}: {name} audio found at AV offset {s.offset}")
     for cid, found in (recovery or {}).items():
-        out += [f"{cid}: shift {k} reported as AV offset {o}" for k, o in found.items() if abs(o - k) > tolerance]
+        anchor = anchors.get(cid, 0)
+        out += [f"{cid}: shift {k} reported as AV offset {o}" for k, o in found.items()
+                if abs(o - anchor - k) > tolerance]  # fmt: skip
     return out
 
 

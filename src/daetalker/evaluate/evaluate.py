@@ -282,16 +282,16 @@ HELD_OUT_SPLITS = ("val", "test")  # split "heldout": every clip no model traine
 
 
 def _split_rows(data_dir: Path, split: str, max_clips: int | None) -> list[dict[str, Any]]:
-    """The manifest rows of ``split`` ("heldout": val and test) by clip id (the first ``max_clips``); an error
-    naming the splits there are."""
+    """The manifest rows of ``split`` ("heldout": val and test) by clip id, ``max_clips`` of them spread evenly
+    (the first one included); an error naming the splits there are."""
     from daetalker.data import dataset as ds
     from daetalker.train.frames_dataset import read_manifest
 
     manifest = read_manifest(data_dir)  # names the folder and the fix when it is not a dataset
     splits = HELD_OUT_SPLITS if split == "heldout" else (split,)
     rows_df = manifest[manifest["split"].isin(splits)].sort_values("clip_id")
-    if max_clips is not None:
-        rows_df = rows_df.head(max_clips)
+    if max_clips is not None and max_clips < len(rows_df):  # spread: clip ids often group by what was said
+        rows_df = rows_df.iloc[np.linspace(0, len(rows_df) - 1, max_clips).round().astype(int)]
     if rows_df.empty:
         raise DaetalkerError(f"{data_dir / ds.MANIFEST}: no clips in split {split!r} "
                              f"(splits present: {sorted(manifest['split'].unique())})")

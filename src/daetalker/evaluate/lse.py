@@ -67,6 +67,14 @@ class LseResult:
         """median_k D(k) - D(0): LSE-C's confidence read at offset 0 (higher is better)."""
         return float(np.median(self.dists)) - self.lse_d0
 
+    def dist_at(self, offset: int) -> float:
+        """D(offset): the mean distance with the audio moved to AV offset ``offset`` (``dist_at(0)`` = D(0))."""
+        return float(self.dists[(len(self.dists) - 1) // 2 - int(offset)])
+
+    def conf_at(self, offset: int) -> float:
+        """median_k D(k) - D(offset): the confidence read at ``offset`` (``conf_at(0)`` = C(0))."""
+        return float(np.median(self.dists)) - self.dist_at(offset)
+
     @property
     def offsets(self) -> np.ndarray:
         """(2 vshift + 1,) the AV offset of each entry of ``dists``."""

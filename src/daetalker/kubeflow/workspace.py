@@ -29,9 +29,11 @@ def open_workspace_step(speaker: str, profile: str, data_rev: str, workspace_roo
     ``published_if_empty``, else an empty workspace for a corpus the run makes.
     A local run (``daetalker pipeline run``) also passes its config ``overrides``
     (one KEY=VALUE a line), its ``code`` version (part of every later step's
-    cache key) and ``runner`` ``kfp.local``.
+    cache key) and ``runner`` ``kfp.local``. The settings saved with the
+    speaker's footage (``config/speaker.py``) go under ``overrides``.
     """
     from daetalker.config import load_config
+    from daetalker.config.speaker import merge_settings, read_settings
     from daetalker.registry.names import model_name
     from daetalker.versioning import dvc_repo, revision
 
@@ -43,6 +45,9 @@ def open_workspace_step(speaker: str, profile: str, data_rev: str, workspace_roo
     root = Path(workspace_root) / speaker / pipeline / (revision.check_rev(data_rev) if data_rev else SCRATCH)
     if data_rev:
         revision.checkout(root, data_rev)
+        # the speaker's own settings (`speaker add --set`) travel with the revision; this run's go over them
+        settings = merge_settings(read_settings(root / "data" / "raw" / speaker), settings)
+        load_config(profile, None, list(settings))
     else:
         revision.init_workspace(root)  # version-data configures the remote when it pushes
     ctx = RunContext(speaker=speaker, profile=profile, workspace=str(root), overrides=settings, code=code,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from daetalker.config import Config
+from daetalker.config.speaker import write_settings
 from daetalker.errors import DaetalkerError
 from daetalker.kubeflow.context import RunContext
 from daetalker.stages import data as data_stages
@@ -77,9 +78,12 @@ def copy_footage(videos: Path, raw_dir: Path) -> Footage:
     return Footage(copied, unchanged)
 
 
-def add_speaker(speaker: str, videos: Path, root: Path, profile: str, cfg: Config, *, mlflow: bool,
+def add_speaker(speaker: str, videos: Path, root: Path, cfg: Config, *, mlflow: bool, settings: tuple[str, ...] = (),
                 progress: Callable[..., Any] | None = None, actor: str = "") -> Onboarded:  # fmt: skip
     """Onboard ``speaker`` (a valid registry name) from ``videos`` into the checkout at ``root``.
+
+    ``cfg`` is the profile with ``settings`` (KEY=VALUE) over it; the settings are saved with the
+    footage (``config/speaker.py``), so the revision carries them to every retrain-speaker run.
 
     A clip that preprocessing refuses goes to quarantine with its reason and the rest go on; a
     dataset that fails validation stops before versioning, with every file written so far kept
@@ -88,10 +92,12 @@ def add_speaker(speaker: str, videos: Path, root: Path, profile: str, cfg: Confi
     from daetalker.versioning import dvc_repo, revision
 
     root = Path(root).resolve()
-    ctx = RunContext(speaker=speaker, profile=profile, workspace=str(root))
+    ctx = RunContext(speaker=speaker, profile=cfg.profile, workspace=str(root))
     run = StageRun(ctx.experiment_name, runner="cli", speaker=speaker, mlflow=mlflow,
                    tags={"daetalker.onboarding": "speaker add"})  # fmt: skip
     footage = copy_footage(videos, ctx.raw_dir())
+    if settings:
+        write_settings(ctx.raw_dir(), settings)
     summary = data_stages.preprocess(run, ctx.raw_dir(), ctx.processed_dir(), cfg, progress=progress)
     checked = data_stages.validate(run, ctx.processed_dir(), cfg)
     checked.raise_for_failure()

@@ -141,7 +141,8 @@ def evaluate_step(ctx_json: str, packaged: str, syncnet: str, out_dir: str) -> d
     ctx = RunContext.from_json(ctx_json)
     result = evaluate(stage_run(ctx), json.loads(packaged)["bundle"], ctx.processed_dir(), Path(out_dir), ctx.config(),
                       syncnet_weights=Path(json.loads(syncnet)["checkpoint"]),
-                      champion_metrics=champion_metrics(ctx.speaker), split="heldout")  # fmt: skip
+                      champion_metrics=champion_metrics(ctx.speaker), split="heldout",
+                      max_clips=ctx.config().evaluate.max_clips or None)  # fmt: skip
     keep = ("eval_run_id", "metrics", "report", *GATE_METRICS)
     return {k: result.get(k) for k in keep}
 

@@ -1,0 +1,73 @@
+"""Does the DAE draw the mouth that z asks for? Decode held-out clips from their own z and from speech2latent's.
+
+For each held-out clip (the first ``--clips``, spread over val + test): the clip's own
+latents (extract-latents: the best speech2latent could ever give) and speech2latent's
+prediction from its audio, each DDIM-decoded from one shared x_T (the bundle's reference
+frame inverted, or ``--noise random``), then Face Mesh's mouth opening on the decoded
+frames against the clip's labels. Prints a line per clip and the means.
+
+    python bench/dae_mouth_probe.py --bundle BUNDLE --data DATA --latents LATENTS [--clips 8] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from daetalker.data import dataset as ds
+from daetalker.evaluate.evaluate import FrameLabeller, _split_rows
+from daetalker.generate.model import load_talker
+from daetalker.diffusion import linear_schedule
+from daetalker.generate.video import decode_latents, predict_latents, reference_noise, shared_noise
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(B, 3, P, P) in [-1, 1] -> (B, P, P, 3) uint8."""
+    return ((frames.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--latents", type=Path, required=True, help="extract-latents folder of the bundle's DAE")
+    ap.add_argument("--clips", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--noise", choices=("reference", "random"), default="reference")
+    args = ap.parse_args()
+
+    from s2l_mouth_probe import clip_features  # this folder is on sys.path when run as a script
+
+    t = load_talker(args.bundle, torch.device("cpu"))
+    dcfg, labeller = t.dae_cfg, FrameLabeller(t.config.preprocess)
+    schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
+    inverted = args.noise == "reference" and t.reference_frame is not None
+    x_T = (reference_noise(t.dae, t.reference_frame, steps=args.steps, schedule=schedule, bf16=dcfg.bf16) if inverted
+           else shared_noise(t.dae.image_size, 0, "cpu", t.dae.channels))  # fmt: skip
+    r: dict[str, list[float]] = {"own_z": [], "speech2latent": []}
+    for row in _split_rows(args.data, "heldout", args.clips):
+        cid = row["clip_id"]
+        z_own = torch.from_numpy(np.load(args.latents / "latents" / f"{cid}.npy")).float()  # (N, D)
+        n = len(z_own)
+        truth = pd.read_parquet(ds.clip_dir(args.data, cid) / "labels.parquet")["mouth_open"].to_numpy()[:n]
+        feats = clip_features(t, args.data, cid)
+        z_s2l = torch.cat([z for _, z in predict_latents(t.s2l, feats, n, None, chunk_frames=250, context_frames=50)])
+        for name, z in (("own_z", z_own), ("speech2latent", z_s2l * t.latent_std + t.latent_mean)):
+            frames = np.concatenate([to_uint8(f) for f in decode_latents(
+                t.dae, z, x_T, steps=args.steps, schedule=schedule, batch_size=16, bf16=dcfg.bf16,
+                clip_x0=not inverted)])  # fmt: skip
+            mouth = labeller(frames, row).mouth
+            ok = ~np.isnan(mouth)
+            r[name].append(float(np.corrcoef(mouth[ok], truth[ok])[0, 1]) if ok.sum() > 2 else float("nan"))
+        print(json.dumps({"clip": cid, **{k: round(v[-1], 3) for k, v in r.items()}}))
+    print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(r["own_z"]),
+                      "mean_mouth_r": {k: round(float(np.nanmean(v)), 3) for k, v in r.items()}}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
