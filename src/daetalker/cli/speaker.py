@@ -38,10 +38,10 @@ def add(
     """
     from rich.console import Console
 
-    from daetalker.registry.audit import current_actor
-    from daetalker.registry.names import model_name
     from daetalker.config.speaker import SETTINGS_FILE, merge_settings, read_settings
     from daetalker.kubeflow.context import RunContext
+    from daetalker.registry.audit import current_actor
+    from daetalker.registry.names import model_name
     from daetalker.stages.onboard import add_speaker
 
     speaker = model_name(name).removeprefix("talker-")
