@@ -24,11 +24,7 @@ from daetalker.evaluate.evaluate import FrameLabeller, _split_rows
 from daetalker.generate.model import load_talker
 from daetalker.diffusion import linear_schedule
 from daetalker.generate.video import decode_latents, predict_latents, reference_noise, shared_noise
-
-
-def to_uint8(frames: torch.Tensor) -> np.ndarray:
-    """(B, 3, P, P) in [-1, 1] -> (B, P, P, 3) uint8."""
-    return ((frames.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+from daetalker.models.images import to_uint8
 
 
 def main() -> None:

@@ -60,12 +60,12 @@ class LseResult:
     @property
     def lse_d0(self) -> float:
         """D(0): the mean distance with the audio as it is muxed (lower is better)."""
-        return float(self.dists[(len(self.dists) - 1) // 2])
+        return self.dist_at(0)
 
     @property
     def lse_c0(self) -> float:
         """median_k D(k) - D(0): LSE-C's confidence read at offset 0 (higher is better)."""
-        return float(np.median(self.dists)) - self.lse_d0
+        return self.conf_at(0)
 
     def dist_at(self, offset: int) -> float:
         """D(offset): the mean distance with the audio moved to AV offset ``offset`` (``dist_at(0)`` = D(0))."""

@@ -139,10 +139,11 @@ def evaluate_step(ctx_json: str, packaged: str, syncnet: str, out_dir: str) -> d
     from daetalker.stages.evaluation import evaluate
 
     ctx = RunContext.from_json(ctx_json)
-    result = evaluate(stage_run(ctx), json.loads(packaged)["bundle"], ctx.processed_dir(), Path(out_dir), ctx.config(),
+    cfg = ctx.config()
+    result = evaluate(stage_run(ctx), json.loads(packaged)["bundle"], ctx.processed_dir(), Path(out_dir), cfg,
                       syncnet_weights=Path(json.loads(syncnet)["checkpoint"]),
                       champion_metrics=champion_metrics(ctx.speaker), split="heldout",
-                      max_clips=ctx.config().evaluate.max_clips or None)  # fmt: skip
+                      max_clips=cfg.evaluate.max_clips or None)  # fmt: skip
     keep = ("eval_run_id", "metrics", "report", *GATE_METRICS)
     return {k: result.get(k) for k in keep}
 
