@@ -23,7 +23,7 @@ from daetalker.data import dataset as ds
 from daetalker.evaluate.evaluate import FrameLabeller, _split_rows
 from daetalker.generate.model import load_talker
 from daetalker.diffusion import linear_schedule
-from daetalker.generate.video import decode_latents, predict_latents, reference_noise, shared_noise
+from daetalker.generate.video import decode_latents, predict_latents, reference_latent, reference_noise, shared_noise
 from daetalker.models.images import to_uint8
 
 
@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=8)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--noise", choices=("reference", "random"), default="reference")
+    ap.add_argument("--guidance", default="1", help="comma-separated reference-guidance scales")
     args = ap.parse_args()
+    scales = [float(v) for v in args.guidance.split(",")]
 
     from s2l_mouth_probe import clip_features  # this folder is on sys.path when run as a script
 
@@ -45,7 +47,10 @@ def main() -> None:
     inverted = args.noise == "reference" and t.reference_frame is not None
     x_T = (reference_noise(t.dae, t.reference_frame, steps=args.steps, schedule=schedule, bf16=dcfg.bf16) if inverted
            else shared_noise(t.dae.image_size, 0, "cpu", t.dae.channels))  # fmt: skip
-    r: dict[str, list[float]] = {"own_z": [], "speech2latent": []}
+    z_ref = (reference_latent(t.dae, t.reference_frame, bf16=dcfg.bf16)[1] if t.reference_frame is not None
+             else t.latent_mean[None])  # fmt: skip
+    r: dict[str, list[float]] = {}
+    amp: dict[str, list[float]] = {}
     for row in _split_rows(args.data, "heldout", args.clips):
         cid = row["clip_id"]
         z_own = torch.from_numpy(np.load(args.latents / "latents" / f"{cid}.npy")).float()  # (N, D)
@@ -53,17 +58,23 @@ def main() -> None:
         truth = pd.read_parquet(ds.clip_dir(args.data, cid) / "labels.parquet")["mouth_open"].to_numpy()[:n]
         feats = clip_features(t, args.data, cid)
         z_s2l = torch.cat([z for _, z in predict_latents(t.s2l, feats, n, None, chunk_frames=250, context_frames=50)])
-        for name, z in (("own_z", z_own), ("speech2latent", z_s2l * t.latent_std + t.latent_mean)):
-            frames = np.concatenate([to_uint8(f) for f in decode_latents(
-                t.dae, z, x_T, steps=args.steps, schedule=schedule, batch_size=16, bf16=dcfg.bf16,
-                clip_x0=not inverted)])  # fmt: skip
-            mouth = labeller(frames, row).mouth
-            ok = ~np.isnan(mouth)
-            r[name].append(float(np.corrcoef(mouth[ok], truth[ok])[0, 1]) if ok.sum() > 2 else float("nan"))
-        print(json.dumps({"clip": cid, **{k: round(v[-1], 3) for k, v in r.items()}}))
-    print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(r["own_z"]),
-                      "mean_mouth_r": {k: round(float(np.nanmean(v)), 3) for k, v in r.items()}}))  # fmt: skip
-
+        line = {"clip": cid}
+        for source, z in (("own_z", z_own), ("speech2latent", z_s2l * t.latent_std + t.latent_mean)):
+            for w in scales:
+                name = f"{source}@{w:g}"
+                frames = np.concatenate([to_uint8(f) for f in decode_latents(
+                    t.dae, z, x_T, steps=args.steps, schedule=schedule, batch_size=16, bf16=dcfg.bf16,
+                    clip_x0=not inverted, guide=(z_ref, w))])  # fmt: skip
+                mouth = labeller(frames, row).mouth
+                ok = ~np.isnan(mouth)
+                good = ok.sum() > 2
+                r.setdefault(name, []).append(float(np.corrcoef(mouth[ok], truth[ok])[0, 1]) if good else float("nan"))
+                amp.setdefault(name, []).append(float(mouth[ok].std() / truth[ok].std()) if good else float("nan"))
+                line[name] = round(r[name][-1], 3)
+        print(json.dumps(line), flush=True)
+    mean = lambda d: {k: round(float(np.nanmean(v)), 3) for k, v in d.items()}  # noqa: E731
+    print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(r["own_z@" + f"{scales[0]:g}"]),
+                      "mean_mouth_r": mean(r), "mouth_std_share": mean(amp)}))  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -18,7 +18,8 @@ evaluation's ``FrameLabeller``):
 * face found: the share of predicted-pose frames where the detector and Face
   Mesh find a face.
 
-    python bench/generation_acceptance.py --bundle BUNDLE_DIR --data DATA [--clips 3] [--steps 10] [--pose predicted-motion]
+    python bench/generation_acceptance.py --bundle BUNDLE_DIR --data DATA [--clips 3] [--steps 10] [--pose predicted-motion] \
+        [--guidance 2]
 
 Prints per-clip rows and the means as JSON; exits 1 when a bar of the issue is missed.
 """
@@ -80,6 +81,7 @@ def main() -> int:
     ap.add_argument("--data", type=Path, required=True, help="the processed dataset the bundle was trained on")
     ap.add_argument("--clips", type=int, default=3, help="held-out clips to render")
     ap.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the bundle's sample_steps)")
+    ap.add_argument("--guidance", type=float, default=None, help="reference guidance (default: the bundle's)")
     ap.add_argument("--out", type=Path, default=None, help="keep the rendered videos here")
     ap.add_argument("--pose", default="predicted", choices=("predicted", "predicted-motion"),
                     help="the predicted pose: the regression alone, or with the sampled head motion")
@@ -105,7 +107,7 @@ def main() -> int:
         clip, ref_dir = ds.clip_dir(args.data, cid), ds.clip_dir(args.data, ref["clip_id"])
         audio = clip / "audio.wav"
         gt = pd.read_parquet(clip / "ground_truth.parquet").set_index("frame").sort_index()
-        common = dict(steps=args.steps, seed=0)
+        common = dict(steps=args.steps, guidance=args.guidance, seed=0)
         pred = render(args.bundle, audio, out_root / f"{cid}-predicted.mp4", size, pose=args.pose, **common)
         const = render(args.bundle, audio, out_root / f"{cid}-constant.mp4", size, pose="constant:0,0,0", **common)
         refd = render(args.bundle, audio, out_root / f"{cid}-reference.mp4", size,

@@ -20,6 +20,7 @@ from daetalker.diffusion import (
     min_snr_weights,
     predict_x0,
     q_sample,
+    reference_guided,
     v_target,
 )
 from daetalker.models import DiffusionAutoencoder
@@ -162,6 +163,41 @@ def test_ddim_maps_noise_to_the_data_distribution_and_inverts():
     # and the inverted code is (close to) the noise that produced the data
     x_T_inv = ddim_invert(model, data, z, 200, SCHED)
     assert torch.allclose(x_T_inv, (data - mu) / s, atol=0.1)
+
+
+def _conditional_gaussian_eps(s: float):
+    """The exact denoiser for x0 ~ N(z, s^2) per pixel, z (B, 1) the condition: eps is affine in z."""
+
+    def model(x, t, z):
+        a = SCHED.alphas_cumprod[t].double().view(-1, 1, 1, 1)
+        mu = z.double().view(-1, 1, 1, 1)
+        return ((1 - a).sqrt() * (x.double() - a.sqrt() * mu) / (a * s * s + 1 - a)).float()
+
+    return model
+
+
+@pytest.mark.parametrize("scale", [0.0, 2.0, 3.5])
+def test_reference_guidance_moves_the_sample_scale_times_as_far_from_the_reference(scale):
+    """eps is affine in the condition, so guiding with z_ref samples N(z_ref + w (z - z_ref), s^2) exactly."""
+    s, z_ref = 0.2, torch.tensor([[0.1]])
+    model = _conditional_gaussian_eps(s)
+    x_T = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(3)).expand(3, -1, -1, -1)
+    z = torch.tensor([[0.1], [0.3], [-0.2]])  # the reference itself, and two moves away from it
+    plain = ddim_sample(model, x_T, z, 1000, SCHED, clip_x0=False)
+    guided = ddim_sample(reference_guided(model, z_ref, scale), x_T, z, 1000, SCHED, clip_x0=False)
+    shift = (guided - plain).mean((1, 2, 3))  # the plain sample is z + s x_T (same x_T, same s x_T)
+    want = z_ref[0, 0] + scale * (z[:, 0] - z_ref[0, 0]) - z[:, 0]
+    assert torch.allclose(shift, want, atol=5e-3), (shift, want)
+    assert torch.allclose(guided[0], plain[0], atol=1e-5)  # z == z_ref: the reference decodes to itself
+    assert torch.allclose(guided - guided.mean((1, 2, 3), keepdim=True), plain - plain.mean((1, 2, 3), keepdim=True),
+                          atol=5e-3)  # the noise's detail is untouched
+
+
+def test_reference_guidance_of_scale_one_is_the_model_and_negative_is_refused():
+    model = _conditional_gaussian_eps(0.2)
+    assert reference_guided(model, torch.zeros(1, 1), 1.0) is model
+    with pytest.raises(ValueError, match="guidance scale"):
+        reference_guided(model, torch.zeros(1, 1), -1.0)
 
 
 def test_ddim_step_with_clipping_keeps_x0_in_range():

@@ -178,13 +178,14 @@ def test_cli_evaluate(evaluated, tmp_path: Path) -> None:
     out = tmp_path / "cli"
     res = CliRunner().invoke(app, ["evaluate", "--model", str(bundle), "--data", str(data), "--out", str(out),
                                    "--syncnet-weights", str(weights), "--max-clips", "1",
-                                   "--fid-frames-per-clip", "4", "--no-mlflow"])
+                                   "--fid-frames-per-clip", "4", "--guidance", "1.5", "--no-mlflow"])
     assert res.exit_code == 0, res.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["clips"] == 1 and (out / "report" / "report.html").is_file()
-    # no --steps: the bundle's dae.sample_steps, named in metrics and in the report's header
+    # no --steps: the bundle's dae.sample_steps, named in metrics and in the report's header; so is the guidance
     assert m["steps"] == 4 and result.metrics["steps"] == 2
-    assert "DDIM steps 4." in (out / "report" / "report.html").read_text()
+    assert m["guidance"] == 1.5 and result.metrics["guidance"] == 1.0  # the bundle's dae.guidance
+    assert "DDIM steps 4, reference guidance\n1.5." in (out / "report" / "report.html").read_text()
 
 
 def test_metrics_and_report_go_to_the_active_mlflow_run(evaluated, mlflow_server) -> None:

@@ -111,6 +111,37 @@ def test_reference_noise_is_the_reference_frames_subcode(talker, bundle, tmp_pat
         generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", noise="inverted", progress=False)
 
 
+def test_reference_guidance_keeps_the_reference_frame_and_scales_a_departure_from_it(talker, bundle,
+                                                                                      tmp_path: Path) -> None:
+    dcfg = talker.dae_cfg
+    sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
+    x0, z_ref = video_mod.reference_latent(talker.dae, talker.reference_frame)
+    x_T = reference_noise(talker.dae, talker.reference_frame, steps=20, schedule=sched)
+    delta = 0.01 * torch.randn(1, dcfg.latent_dim, generator=torch.Generator().manual_seed(4))
+    z = torch.cat([z_ref, z_ref + delta])  # (2, D): the reference, and a small move away from it
+
+    def decode(scale: float) -> torch.Tensor:
+        return next(decode_latents(talker.dae, z, x_T, steps=20, schedule=sched, batch_size=2, clip_x0=False,
+                                   guide=(z_ref, scale)))  # fmt: skip
+
+    plain, none, double = decode(1.0), decode(0.0), decode(2.0)
+    assert torch.allclose(double[0], plain[0], atol=1e-5)  # z == z_ref: any scale decodes the reference
+    assert torch.allclose(none[1], plain[0], atol=1e-5)  # scale 0: every z decodes as the reference
+    gain = (double[1] - plain[0]).abs().mean() / (plain[1] - plain[0]).abs().mean()
+    assert 1.6 < gain < 2.4, gain  # to first order in delta, twice the plain departure
+
+    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
+    raw = lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-"],  # noqa: E731
+                                   capture_output=True, check=True).stdout  # fmt: skip
+    assert dcfg.guidance == 1.0
+    one = generate_video(bundle, tmp_path / "a.wav", tmp_path / "g1.mp4", steps=2, guidance=1.0, progress=False)
+    dflt = generate_video(bundle, tmp_path / "a.wav", tmp_path / "gd.mp4", steps=2, progress=False)
+    three = generate_video(bundle, tmp_path / "a.wav", tmp_path / "g3.mp4", steps=2, guidance=3.0, progress=False)
+    assert raw(one.path) == raw(dflt.path) != raw(three.path)
+    with pytest.raises(DaetalkerError, match="--guidance"):
+        generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", guidance=11.0, progress=False)
+
+
 def test_batched_decoding_equals_one_frame_at_a_time(talker) -> None:
     dcfg = talker.dae_cfg
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)

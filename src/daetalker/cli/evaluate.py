@@ -39,6 +39,8 @@ def evaluate_cmd(
     split: Annotated[str, typer.Option("--split", help="Manifest split to evaluate: train, val, test, or "
                                        "heldout (val + test).")] = "test",
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps (default: the bundle's).")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", min=0.0, max=10.0, help="Reference guidance "
+                        "(default: the bundle's dae.guidance; 1 = plain DDIM).")] = None,
     max_clips: Annotated[
         Optional[int], typer.Option("--max-clips", min=1, help="Evaluate N clips, spread evenly in clip-id order "
                                     "(default: evaluate.max_clips, whose 0 means every clip).")
@@ -68,6 +70,6 @@ def evaluate_cmd(
     champion = read_champion(champion_metrics) if champion_metrics else None
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
         echo_json(evaluate(stage_run(experiment, mlflow), bundle, data, out, cfg, syncnet_weights=syncnet_weights,
-                           champion_metrics=champion, split=split, steps=steps,
+                           champion_metrics=champion, split=split, steps=steps, guidance=guidance,
                            max_clips=max_clips or cfg.evaluate.max_clips or None,
                            fid_frames_per_clip=fid_frames_per_clip, source=model))

@@ -20,6 +20,9 @@ def generate_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output .mp4 (H.264 + AAC, 25 fps).")],
     pose: Annotated[str, typer.Option("--pose", help="predicted | predicted-motion | constant:Y,P,R | reference:CLIP_DIR | FILE.csv")] = "predicted",
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="DDIM steps; default dae.sample_steps.")] = None,
+    guidance: Annotated[Optional[float], typer.Option("--guidance", min=0.0, max=10.0, help="Reference guidance: "
+                        "how many times as far from the reference frame z moves each step; 1 = plain DDIM; "
+                        "default dae.guidance.")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
     noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
                                        "DDIM-inverted) or random.")] = "reference",
@@ -39,8 +42,9 @@ def generate_cmd(
     outputs.refuse_inputs("--out", out, {"--audio": audio, "--model": model})
 
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
-        r = generate_video(bundle, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
-                           chunk_seconds=chunk_seconds, video_size=size, crf=crf, device=device)  # fmt: skip
+        r = generate_video(bundle, audio, out, pose=pose, steps=steps, guidance=guidance, seed=seed, noise=noise,
+                           batch_size=batch_size, chunk_seconds=chunk_seconds, video_size=size, crf=crf,
+                           device=device)  # fmt: skip
     typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                            "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
 

@@ -61,7 +61,10 @@ class DAEConfig:
     keep_checkpoints: int = 3  # numbered checkpoints kept beside latest.pt
     log_every: int = 100
     sample_every: int = 5000  # reconstruction grids (0 = only at the end)
-    sample_steps: int = 20  # DDIM steps for logged reconstructions
+    sample_steps: int = 20  # DDIM steps for logged reconstructions, and generation's default
+    # reference guidance at generation (daetalker.diffusion.guidance): each step goes this many times as
+    # far from the reference frame's latent as z asks; 1 = plain DDIM, > 1 costs a second model call
+    guidance: float = 1.0
     # DDIM steps of the inversion x0 -> x_T (and of the decode back) in logged reconstructions: the
     # round trip is exact only as the step count grows (tiny, 4000 steps: 37.1 dB at 20, 43.1 at 100)
     invert_steps: int = 100
@@ -97,6 +100,8 @@ class DAEConfig:
             raise ValueError(f"mouth_weight must be >= 0, got {self.mouth_weight}")
         if self.prediction not in ("eps", "v"):
             raise ValueError(f"prediction must be 'eps' or 'v', got {self.prediction!r}")
+        if not 0.0 <= self.guidance <= 10.0:
+            raise ValueError(f"guidance must be in [0, 10], got {self.guidance}")
         for name in ("sample_steps", "invert_steps"):
             if not 1 <= getattr(self, name) <= self.timesteps:
                 raise ValueError(f"{name} must be in [1, timesteps], got {getattr(self, name)}")

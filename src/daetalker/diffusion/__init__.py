@@ -1,6 +1,7 @@
 """Pure diffusion maths (schedule, noising, loss, DDIM); models know nothing of sampling."""
 
 from daetalker.diffusion.ddim import ddim_invert, ddim_sample, ddim_step, ddim_timesteps
+from daetalker.diffusion.guidance import reference_guided
 from daetalker.diffusion.schedule import (
     NoiseSchedule,
     box_weights,
@@ -27,6 +28,7 @@ __all__ = [
     "min_snr_weights",
     "predict_x0",
     "q_sample",
+    "reference_guided",
     "sample_timesteps",
     "v_target",
 ]

@@ -241,7 +241,8 @@ def aggregate(lse_results: list, rows: list[dict[str, Any]], fid_value: float | 
 
 # ------------------------------------------------------------------ the whole evaluation
 def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *, syncnet_weights: Path, cfg,
-                   split: str = "test", steps: int | None = None, champion_metrics: dict | None = None,
+                   split: str = "test", steps: int | None = None, guidance: float | None = None,
+                   champion_metrics: dict | None = None,
                    max_clips: int | None = None, fid_frames_per_clip: int | None = None, seed: int = 0,
                    progress: bool = False, source: str | None = None) -> EvalResult:
     """Generate every clip of ``split`` from its audio, score generated vs ground truth, write metrics + report.
@@ -263,14 +264,15 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
     syncnet = load_syncnet(Path(syncnet_weights))
     talker = model if isinstance(model, Talker) else load_bundle(model, source=source or str(model))
     steps = talker.dae_cfg.sample_steps if steps is None else int(steps)  # metrics name the steps used
-    scorer = _ClipScorer(talker, syncnet, FrameLabeller(cfg.preprocess), InceptionFeatures(), steps=steps, seed=seed,
-                         fid_cap=fid_frames_per_clip, progress=progress)  # fmt: skip
+    guidance = talker.dae_cfg.guidance if guidance is None else float(guidance)  # and the guidance
+    scorer = _ClipScorer(talker, syncnet, FrameLabeller(cfg.preprocess), InceptionFeatures(), steps=steps,
+                         guidance=guidance, seed=seed, fid_cap=fid_frames_per_clip, progress=progress)  # fmt: skip
     (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     tally = _Tally()
     for row in rows:
         scorer.score(tally, data_dir, row, out_dir / "videos")
     metrics = _final_metrics(tally, syncnet.weights_sha256, split=split, model=source or talker.source, steps=steps,
-                             champion=champion_metrics)  # fmt: skip
+                             guidance=guidance, champion=champion_metrics)  # fmt: skip
     metrics_path = out_dir / METRICS_FILE
     write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
     report_path = write_report(metrics, tally.traces, out_dir / "report")
@@ -322,6 +324,7 @@ class _ClipScorer:
     labeller: FrameLabeller
     inception: Any  # evaluate.fid.InceptionFeatures
     steps: int
+    guidance: float
     seed: int
     fid_cap: int | None
     progress: bool
@@ -339,7 +342,8 @@ class _ClipScorer:
         audio_f = audio.astype(np.float32) / 32768.0
         gt = ground_truth_measure(data_dir, cid)
         video = videos / f"{cid}.mp4"
-        render_video(self.talker, audio_path, video, steps=self.steps, seed=self.seed, progress=self.progress)
+        render_video(self.talker, audio_path, video, steps=self.steps, guidance=self.guidance, seed=self.seed,
+                     progress=self.progress)
         tally.encoding = encoding_settings(video)
         gen = self.labeller(decode_video(video, gt.frames.shape[1], len(gt.frames)), row)
         r_gen, r_gt = lse(gen.frames, audio, self.syncnet), lse(gt.frames, audio, self.syncnet)
@@ -358,7 +362,7 @@ class _ClipScorer:
                                       gt.frames))  # fmt: skip
 
 
-def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str, steps: int,
+def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str, steps: int, guidance: float,
                    champion: dict | None) -> dict[str, Any]:
     """metrics.json: the generated means, the ground-truth ceiling, the settings, a row per clip (JSON-safe)."""
     from daetalker.evaluate.fid import fid_from_features
@@ -374,7 +378,7 @@ def _final_metrics(tally: _Tally, syncnet_sha256: str, *, split: str, model: str
     metrics["lse_c_vs_gt"] = gen_c / gt_c if gen_c is not None and gt_c and gt_c > 0 else None
     metrics.update(
         syncnet_sha256=syncnet_sha256, encoding=tally.encoding, split=split, clips=len(tally.gen_rows),
-        model=model, steps=steps, fid_frames=int(len(np.concatenate(tally.gen_feats))),
+        model=model, steps=steps, guidance=guidance, fid_frames=int(len(np.concatenate(tally.gen_feats))),
         fid_real_frames=int(len(gt_all)), ground_truth=ground, ground_truth_note=GT_NOTE,
         champion=champion or None,
         per_clip=[{"clip_id": g["clip_id"], "generated": _clean(g), "ground_truth": _clean(t)}

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from daetalker.data.ingest import FFMPEG
-from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample, linear_schedule
+from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample, linear_schedule, reference_guided
 from daetalker.diffusion.ddim import EpsModel
 from daetalker import outputs
 from daetalker.errors import DaetalkerError
@@ -60,8 +60,8 @@ from daetalker.models.images import to_model_range, to_uint8
 from daetalker.models.speech2latent import Speech2Latent
 from daetalker.timebase import FPS
 
-__all__ = ["GenerationResult", "GenerationTimeout", "decode_latents", "generate_video", "predict_latents", "reference_noise",
-           "render_video", "shared_noise"]  # fmt: skip
+__all__ = ["GenerationResult", "GenerationTimeout", "decode_latents", "generate_video", "predict_latents", "reference_latent",
+           "reference_noise", "render_video", "shared_noise"]  # fmt: skip
 VIDEO_SIZE = 256  # px of the written video unless the DAE is larger
 CRF = 10  # x264 constant rate factor: near-lossless (18 is the usual "visually lossless" for real video)
 NOISE_MODES = ("reference", "random")
@@ -98,14 +98,23 @@ def _eps_fn(dae: DiffusionAutoencoder, bf16: bool) -> EpsModel:
 
 
 @torch.no_grad()
-def reference_noise(
-    dae: DiffusionAutoencoder, frame: np.ndarray, *, steps: int, schedule: NoiseSchedule, bf16: bool = False
-) -> torch.Tensor:
-    """The stochastic subcode x_T (1, C, R, R) of a uint8 (H, W, 3) frame: DDIM inversion with its own z."""
+def reference_latent(
+    dae: DiffusionAutoencoder, frame: np.ndarray, *, bf16: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 (H, W, 3) frame in diffusion space (1, C, R, R) and its semantic latent z (1, D)."""
     device = next(dae.parameters()).device
     with autocast(device, bf16):
         x0 = dae.to_space(to_model_range(frame[None], dae.pixel_size).to(device))  # (1, C, R, R)
         z = dae.encode(x0).float()
+    return x0.float(), z
+
+
+@torch.no_grad()
+def reference_noise(
+    dae: DiffusionAutoencoder, frame: np.ndarray, *, steps: int, schedule: NoiseSchedule, bf16: bool = False
+) -> torch.Tensor:
+    """The stochastic subcode x_T (1, C, R, R) of a uint8 (H, W, 3) frame: DDIM inversion with its own z."""
+    x0, z = reference_latent(dae, frame, bf16=bf16)
     return ddim_invert(_eps_fn(dae, bf16), x0, z, steps, schedule)
 
 
@@ -134,16 +143,19 @@ def predict_latents(
 @torch.no_grad()
 def decode_latents(
     dae: DiffusionAutoencoder, z: torch.Tensor, x_T: torch.Tensor, *, steps: int, schedule: NoiseSchedule,
-    batch_size: int, bf16: bool = False, clip_x0: bool = True,
+    batch_size: int, bf16: bool = False, clip_x0: bool = True, guide: tuple[torch.Tensor, float] | None = None,
 ) -> Iterator[torch.Tensor]:
     """DDIM-decode latents z (N, D) from x_T (1, C, R, R) shared, or (N, C, R, R) per frame; yield frame
     batches (B, 3, P, P) in [-1, 1] (decoded by the first stage in latent space).
 
     ``clip_x0=False`` for an inverted x_T: it lies on the model's own deterministic path.
+    ``guide``: (z_ref (1, D), scale) for reference guidance (:mod:`daetalker.diffusion.guidance`).
     """
     device = next(dae.parameters()).device
     assert x_T.shape[0] in (1, len(z)), f"x_T must be (1|N, C, R, R), got {tuple(x_T.shape)}"
     eps = _eps_fn(dae, bf16)
+    if guide is not None:
+        eps = reference_guided(eps, guide[0].to(device), guide[1])
 
     for i in range(0, len(z), batch_size):
         zb = z[i : i + batch_size].to(device)
@@ -215,6 +227,7 @@ def generate_video(
     *,
     pose: str | None = "predicted",
     steps: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -236,9 +249,9 @@ def generate_video(
     _check_options(Path(out), audio, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
                    context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
     talker = load_bundle(model, device, str(model))
-    result = render_video(talker, audio, out, pose=pose, steps=steps, seed=seed, noise=noise, batch_size=batch_size,
-                          chunk_seconds=chunk_seconds, context_seconds=context_seconds, per_frame_noise=per_frame_noise,
-                          video_size=video_size, crf=crf, progress=progress)  # fmt: skip
+    result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, seed=seed, noise=noise,
+                          batch_size=batch_size, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+                          per_frame_noise=per_frame_noise, video_size=video_size, crf=crf, progress=progress)  # fmt: skip
     return replace(result, seconds=time.perf_counter() - t0)
 
 
@@ -249,6 +262,7 @@ def render_video(
     *,
     pose: str | None = "predicted",
     steps: int | None = None,
+    guidance: float | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -263,6 +277,7 @@ def render_video(
     """Render ``audio`` with a loaded ``talker`` to ``out`` (.mp4); load once, render many.
 
     ``pose``: see :mod:`daetalker.generate.pose`; ``steps``: DDIM steps (default ``dae.sample_steps``);
+    ``guidance``: reference-guidance scale (default ``dae.guidance``; :mod:`daetalker.diffusion.guidance`);
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
     samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
@@ -278,44 +293,52 @@ def render_video(
     steps = dcfg.sample_steps if steps is None else int(steps)
     if not 1 <= steps <= dcfg.timesteps:
         raise DaetalkerError(f"--steps {steps}: must be in [1, {dcfg.timesteps}]")
+    guidance = dcfg.guidance if guidance is None else float(guidance)
+    if not 0.0 <= guidance <= 10.0:
+        raise DaetalkerError(f"--guidance {guidance:g}: must be in [0, 10] (1 = plain DDIM)")
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
         prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess, talker.config.s2l)
         n = prepared.n_frames
         pose_arr, motion = resolve_pose(pose, n), sampled_motion(pose, talker.s2l, n, seed)
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-        x_T, inverted = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
+        x_T, inverted, z_ref = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
         frames = _render_frames(talker, prepared.features(), n, (pose_arr, motion), x_T, steps=steps,
-                                schedule=schedule, batch_size=batch_size, chunk_frames=round(chunk_seconds * FPS),
-                                context_frames=round(context_seconds * FPS), clip_x0=not inverted, size=size,
+                                guide=(z_ref, guidance), schedule=schedule, batch_size=batch_size,
+                                chunk_frames=round(chunk_seconds * FPS), context_frames=round(context_seconds * FPS),
+                                clip_x0=not inverted, size=size,
                                 per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
         decode_s = _write_mp4(_until(frames, deadline), out, Path(audio), n, size, crf, progress)
     return GenerationResult(out, n, time.perf_counter() - t0, n / max(decode_s, 1e-9))
 
 
 def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, steps: int,
-                 schedule: NoiseSchedule) -> tuple[torch.Tensor, bool]:
-    """The shared x_T (1, C, R, R), and whether it is the inverted reference frame (decoded without clipping x0)."""
-    dcfg = talker.dae_cfg
-    if noise == "reference" and talker.reference_frame is None:
-        log.warning("%s has no reference frame (bundled before it was stored): random x_T", talker.source)
-    if noise == "reference" and talker.reference_frame is not None and not per_frame_noise:
-        x_T = reference_noise(talker.dae, talker.reference_frame, steps=steps, schedule=schedule, bf16=dcfg.bf16)
-        return x_T, True
-    dae = talker.dae
-    return shared_noise(dae.image_size, seed, next(dae.parameters()).device, dae.channels), False
+                 schedule: NoiseSchedule) -> tuple[torch.Tensor, bool, torch.Tensor]:
+    """The shared x_T (1, C, R, R), whether it is the inverted reference frame (decoded without clipping
+    x0), and the latent (1, D) reference guidance measures from: the reference frame's, else the mean."""
+    dcfg, dae = talker.dae_cfg, talker.dae
+    if talker.reference_frame is None:
+        if noise == "reference":
+            log.warning("%s has no reference frame (bundled before it was stored): random x_T", talker.source)
+        z_ref = talker.latent_mean[None]
+    else:
+        x0, z_ref = reference_latent(dae, talker.reference_frame, bf16=dcfg.bf16)
+        if noise == "reference" and not per_frame_noise:
+            return ddim_invert(_eps_fn(dae, dcfg.bf16), x0, z_ref, steps, schedule), True, z_ref
+    return shared_noise(dae.image_size, seed, next(dae.parameters()).device, dae.channels), False, z_ref
 
 
 def _render_frames(
     talker: Talker, mel: np.ndarray, n_frames: int, pose: tuple[np.ndarray | None, np.ndarray | None],
-    x_T: torch.Tensor, *, steps: int, schedule: NoiseSchedule, batch_size: int, chunk_frames: int,
-    context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
+    x_T: torch.Tensor, *, steps: int, guide: tuple[torch.Tensor, float], schedule: NoiseSchedule, batch_size: int,
+    chunk_frames: int, context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield ``(uint8 frames (B, size, size, 3), seconds spent decoding them)`` in order, chunk by chunk.
 
     ``pose``: (the pose that replaces the predicted one, the motion added to it), see :func:`predict_latents`;
-    ``per_frame_seed``: draw each frame's own x_T from this seed instead of sharing ``x_T`` (ablation).
+    ``guide``: (z_ref (1, D), scale) of reference guidance; ``per_frame_seed``: draw each frame's own x_T
+    from this seed instead of sharing ``x_T`` (ablation).
     """
     dcfg = talker.dae_cfg
     noise_gen = None if per_frame_seed is None else torch.Generator(device="cpu").manual_seed(per_frame_seed)
@@ -328,7 +351,7 @@ def _render_frames(
             x = torch.randn((len(z), *x_T.shape[1:]), generator=noise_gen).to(x_T.device)
         t_dec = time.perf_counter()
         for frames in decode_latents(talker.dae, z, x, steps=steps, schedule=schedule, batch_size=batch_size,
-                                     bf16=dcfg.bf16, clip_x0=clip_x0):  # fmt: skip
+                                     bf16=dcfg.bf16, clip_x0=clip_x0, guide=guide):  # fmt: skip
             if size != talker.dae.pixel_size:
                 frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False,
                                        antialias=size < talker.dae.pixel_size)

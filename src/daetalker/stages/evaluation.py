@@ -13,7 +13,7 @@ def evaluate(run: StageRun, bundle: str | Path, data_dir: Path, out_dir: Path, c
              champion_metrics: dict[str, float] | None = None, **options: Any) -> dict[str, Any]:  # fmt: skip
     """Generate every clip of a split from its audio; LSE, FID, pose, M-LMD against ground truth; the report.
 
-    ``options``: ``split``, ``steps``, ``max_clips``, ``fid_frames_per_clip`` of
+    ``options``: ``split``, ``steps``, ``guidance``, ``max_clips``, ``fid_frames_per_clip`` of
     :func:`~daetalker.evaluate.evaluate.evaluate_model`.
     """
     from daetalker.evaluate.evaluate import evaluate_model
