@@ -59,7 +59,7 @@ RUN_OVERRIDES = ["dae.max_steps=4", "dae.ckpt_every=2", "dae.log_every=2", "dae.
                  "s2l.val_every=4", "syncnet.max_steps=4", "syncnet.log_every=2", "syncnet.eval_every=4",
                  "preprocess.min_usable_minutes=0.1", "autoencoder.max_steps=4", "autoencoder.ckpt_every=2",
                  "autoencoder.log_every=2", "autoencoder.sample_every=4", "autoencoder.stats_frames=64",
-                 "autoencoder.eval_frames=8"]
+                 "autoencoder.eval_frames=8", "evaluate.max_clips=1"]  # one held-out clip: the wiring is under test
 
 
 @pytest.mark.slow
@@ -150,7 +150,7 @@ def test_speaker_add_then_local_retrain_speaker_trains_the_published_revision(ml
     # the pixel profile at 16 px: the stages are the ones the test above runs; here the wiring is under test
     micro = [o for o in TEST_OVERRIDES if not o.startswith("dae.sample_steps")]
     result = run_local(tmp_path / "out", speaker="bo", profile="tiny-pixel", workspace=ws,
-                       overrides=RUN_OVERRIDES + micro + ["evaluate.max_clips=1"], pipeline="retrain-speaker")
+                       overrides=RUN_OVERRIDES + micro, pipeline="retrain-speaker")
     out = result.outputs
     assert out["model"] == "talker-bo" and out["version"] == "1" and out["aliases"]["challenger"] == "1"
     assert result.steps == {"ok": 12}  # check out + the 11 stages of train_and_release

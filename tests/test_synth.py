@@ -187,13 +187,13 @@ def test_cli_writes_a_corpus(tmp_path):
     from daetalker.cli import app
 
     out = tmp_path / "corpus"
-    args = ["synth", "--out", str(out), "--minutes", "0.1", "--seed", "1", "--size", "64", "--no-progress",
+    args = ["synth", "--out", str(out), "--minutes", "0.1", "--seed", "1", "--size", "64",
             "--set", "synth.clip_seconds=2"]
-    res = CliRunner().invoke(app, args)
+    res = CliRunner().invoke(app, args)  # with its progress bar, which the last clip's whole sentence overruns
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "corpus.json").read_text())
     assert manifest["seed"] == 1 and manifest["size"] == 64 and manifest["config"]["size"] == 64
-    assert manifest["total_seconds"] >= 6.0 and len(manifest["clips"]) >= 2
+    assert manifest["total_seconds"] > 6.0 and len(manifest["clips"]) >= 2
     for entry in manifest["clips"]:
         streams = _probe(out / entry["video"])
         v, a = streams["video"], streams["audio"]

@@ -273,6 +273,7 @@ def write_corpus(out: Path, minutes: float, seed: int, cfg: SynthConfig,
         entries.append(write_clip(clip, renderer, out, cfg))
         done += entries[-1]["seconds"]
         bar.set_postfix_str(f"{len(entries)} clips", refresh=False)
+        bar.total = max(bar.total, round(done, 1))  # the last clip ends on a whole sentence: past the target
         bar.update(entries[-1]["seconds"])
     bar.close()
     manifest = {
