@@ -23,7 +23,7 @@ from daetalker.data import dataset as ds
 from daetalker.evaluate.evaluate import FrameLabeller, _split_rows
 from daetalker.generate.model import load_talker
 from daetalker.diffusion import linear_schedule
-from daetalker.generate.video import decode_latents, predict_latents, reference_latent, reference_noise, shared_noise
+from daetalker.generate.video import _start_noise, decode_latents, predict_latents
 from daetalker.models.images import to_uint8
 
 
@@ -44,11 +44,7 @@ def main() -> None:
     t = load_talker(args.bundle, torch.device("cpu"))
     dcfg, labeller = t.dae_cfg, FrameLabeller(t.config.preprocess)
     schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
-    inverted = args.noise == "reference" and t.reference_frame is not None
-    x_T = (reference_noise(t.dae, t.reference_frame, steps=args.steps, schedule=schedule, bf16=dcfg.bf16) if inverted
-           else shared_noise(t.dae.image_size, 0, "cpu", t.dae.channels))  # fmt: skip
-    z_ref = (reference_latent(t.dae, t.reference_frame, bf16=dcfg.bf16)[1] if t.reference_frame is not None
-             else t.latent_mean[None])  # fmt: skip
+    x_T, inverted, z_ref = _start_noise(t, args.noise, False, 0, args.steps, schedule)  # as generate chooses them
     r: dict[str, list[float]] = {}
     amp: dict[str, list[float]] = {}
     for row in _split_rows(args.data, "heldout", args.clips):
@@ -73,8 +69,9 @@ def main() -> None:
                 line[name] = round(r[name][-1], 3)
         print(json.dumps(line), flush=True)
     mean = lambda d: {k: round(float(np.nanmean(v)), 3) for k, v in d.items()}  # noqa: E731
-    print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(r["own_z@" + f"{scales[0]:g}"]),
+    print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(next(iter(r.values()))),
                       "mean_mouth_r": mean(r), "mouth_std_share": mean(amp)}))  # fmt: skip
+
 
 if __name__ == "__main__":
     main()
