@@ -19,7 +19,7 @@ evaluation's ``FrameLabeller``):
   Mesh find a face.
 
     python bench/generation_acceptance.py --bundle BUNDLE_DIR --data DATA [--clips 3] [--steps 10] [--pose predicted-motion] \
-        [--guidance 2]
+        [--guidance 2] [--no-steer-pose]
 
 Prints per-clip rows and the means as JSON; exits 1 when a bar of the issue is missed.
 """
@@ -85,6 +85,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="keep the rendered videos here")
     ap.add_argument("--pose", default="predicted", choices=("predicted", "predicted-motion"),
                     help="the predicted pose: the regression alone, or with the sampled head motion")
+    ap.add_argument("--no-steer-pose", dest="steer_pose", action="store_false",
+                    help="leave the latents as speech2latent made them (default: the bundle's s2l.steer_pose)")
     args = ap.parse_args()
 
     man = read_manifest(args.data)
@@ -107,7 +109,7 @@ def main() -> int:
         clip, ref_dir = ds.clip_dir(args.data, cid), ds.clip_dir(args.data, ref["clip_id"])
         audio = clip / "audio.wav"
         gt = pd.read_parquet(clip / "ground_truth.parquet").set_index("frame").sort_index()
-        common = dict(steps=args.steps, guidance=args.guidance, seed=0)
+        common = dict(steps=args.steps, guidance=args.guidance, seed=0, steer_pose=None if args.steer_pose else False)
         pred = render(args.bundle, audio, out_root / f"{cid}-predicted.mp4", size, pose=args.pose, **common)
         const = render(args.bundle, audio, out_root / f"{cid}-constant.mp4", size, pose="constant:0,0,0", **common)
         refd = render(args.bundle, audio, out_root / f"{cid}-reference.mp4", size,

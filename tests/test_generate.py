@@ -142,6 +142,34 @@ def test_reference_guidance_keeps_the_reference_frame_and_scales_a_departure_fro
         generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", guidance=11.0, progress=False)
 
 
+def test_pose_steering_follows_the_bundles_default_and_the_option(talker, tmp_path: Path) -> None:
+    """render_video steers the latents to the pose it is given when s2l.steer_pose (default on) and a fitted
+    steering say so; --no-steer-pose and bundles from before steering was fitted leave them as made."""
+    import copy
+
+    from daetalker.models.pose_steering import PoseLatentMoments
+
+    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
+    raw = lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-"],  # noqa: E731
+                                   capture_output=True, check=True).stdout  # fmt: skip
+    render = lambda t, name, **kw: raw(render_video(t, tmp_path / "a.wav", tmp_path / name, steps=2,  # noqa: E731
+                                                    pose="constant:10,0,0", progress=False, **kw).path)
+    assert talker.config.s2l.steer_pose and not talker.s2l.steering_fitted
+    assert render(talker, "u1.mp4", steer_pose=True) == render(talker, "u0.mp4", steer_pose=False)
+
+    fitted = copy.copy(talker)
+    fitted.s2l = copy.deepcopy(talker.s2l)
+    d = fitted.s2l.latent_dim
+    gen = torch.Generator().manual_seed(0)
+    pose = torch.randn(2000, 3, generator=gen)
+    moments = PoseLatentMoments(d, 3)
+    moments.add(torch.randn(2000, d, generator=gen) + pose @ torch.randn(3, d, generator=gen), pose)
+    fitted.s2l.set_pose_steering(*moments.fit())
+    steered = render(fitted, "f.mp4")
+    assert steered == render(fitted, "f1.mp4", steer_pose=True) != render(fitted, "f0.mp4", steer_pose=False)
+    assert render(fitted, "f0b.mp4", steer_pose=False) == render(talker, "u2.mp4")
+
+
 def test_batched_decoding_equals_one_frame_at_a_time(talker) -> None:
     dcfg = talker.dae_cfg
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)

@@ -103,6 +103,10 @@ def test_loss_falls_and_validation_logged(dataset, tmp_path: Path) -> None:
     assert fitted["pose_residual_std_deg_pitch"] < 0.01 * fitted["pose_residual_std_deg_yaw"]
     np.testing.assert_allclose(model.pose_residual_std * model.pose_std, [fitted[f"pose_residual_std_deg_{a}"]
                                for a in ("yaw", "pitch", "roll")], rtol=1e-5)  # fmt: skip
+    # pose steering, fitted on the training latents: a probe per moving axis (pitch is still: none)
+    assert {"pose_probe_r2_train_yaw", "pose_probe_r2_val_yaw"} <= fitted.keys()
+    assert not any("pitch" in k for k in fitted if k.startswith("pose_probe"))
+    assert model.steering_fitted and float(model.pose_steer[:, 1].abs().max()) == 0.0
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

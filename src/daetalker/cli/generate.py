@@ -23,6 +23,9 @@ def generate_cmd(
     guidance: Annotated[Optional[float], typer.Option("--guidance", min=0.0, max=10.0, help="Reference guidance: "
                         "how many times as far from the reference frame z moves each step; 1 = plain DDIM; "
                         "default dae.guidance.")] = None,
+    steer_pose: Annotated[Optional[bool], typer.Option("--steer-pose/--no-steer-pose", help="Move each latent so it "
+                          "carries the pose asked for (default s2l.steer_pose; bundles from before it was fitted: "
+                          "off).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
     noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
                                        "DDIM-inverted) or random.")] = "reference",
@@ -42,9 +45,9 @@ def generate_cmd(
     outputs.refuse_inputs("--out", out, {"--audio": audio, "--model": model})
 
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
-        r = generate_video(bundle, audio, out, pose=pose, steps=steps, guidance=guidance, seed=seed, noise=noise,
-                           batch_size=batch_size, chunk_seconds=chunk_seconds, video_size=size, crf=crf,
-                           device=device)  # fmt: skip
+        r = generate_video(bundle, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
+                           seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                           video_size=size, crf=crf, device=device)  # fmt: skip
     typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                            "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
 

@@ -47,6 +47,11 @@ class S2LConfig:
     window_seconds: float = 10.0  # training windows (shorter clips are padded and masked)
     pose_loss: Literal["l1", "mse"] = "l1"  # on std-normalised yaw/pitch/roll
     pose_loss_weight: float = 1.0
+    # --- generation ---
+    # Move each generated latent so it carries the pose fed in (predicted or given), along the pose
+    # direction fitted on the training latents (daetalker.models.pose_steering): speech features also
+    # carry head motion, which otherwise leaks past a given pose.
+    steer_pose: bool = True
     # --- bookkeeping ---
     ckpt_every: int = 1000
     keep_checkpoints: int = 3

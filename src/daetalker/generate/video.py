@@ -121,13 +121,14 @@ def reference_noise(
 @torch.no_grad()
 def predict_latents(
     s2l: Speech2Latent, mel: np.ndarray, n_frames: int, pose: np.ndarray | None, *, chunk_frames: int,
-    context_frames: int, pose_offset: np.ndarray | None = None,
+    context_frames: int, pose_offset: np.ndarray | None = None, steer_pose: bool = False,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_frame, normalised latents (m, D))`` chunk by chunk, covering frames 0..n_frames-1.
 
     Each chunk sees ``context_frames`` of audio (and pose) on both sides; audio shorter than one
     chunk runs whole. ``pose`` (n_frames, 3) degrees replaces the predicted pose; ``pose_offset``
-    (n_frames, 3) degrees is added to it (with ``pose`` None).
+    (n_frames, 3) degrees is added to it (with ``pose`` None); ``steer_pose`` pins the pose fed in
+    in each latent (:mod:`daetalker.models.pose_steering`).
     """
     device, k = s2l.feature_mean.device, s2l.k
     assert len(mel) >= k * n_frames and chunk_frames >= 1 and context_frames >= 0
@@ -137,7 +138,7 @@ def predict_latents(
         feats = torch.from_numpy(np.array(mel[k * lo : k * hi], np.float32))[None].to(device)  # (1, k*T, F)
         p, off = (None if v is None else torch.from_numpy(np.asarray(v[lo:hi], np.float32))[None].to(device)
                   for v in (pose, pose_offset))  # (1, T, 3) degrees
-        yield a, s2l(feats, pose=p, pose_offset=off).latent[0, a - lo : b - lo].float()
+        yield a, s2l(feats, pose=p, pose_offset=off, steer_pose=steer_pose).latent[0, a - lo : b - lo].float()
 
 
 @torch.no_grad()
@@ -228,6 +229,7 @@ def generate_video(
     pose: str | None = "predicted",
     steps: int | None = None,
     guidance: float | None = None,
+    steer_pose: bool | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -249,8 +251,8 @@ def generate_video(
     _check_options(Path(out), audio, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
                    context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
     talker = load_bundle(model, device, str(model))
-    result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, seed=seed, noise=noise,
-                          batch_size=batch_size, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+    result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
+                          seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
                           per_frame_noise=per_frame_noise, video_size=video_size, crf=crf, progress=progress)  # fmt: skip
     return replace(result, seconds=time.perf_counter() - t0)
 
@@ -263,6 +265,7 @@ def render_video(
     pose: str | None = "predicted",
     steps: int | None = None,
     guidance: float | None = None,
+    steer_pose: bool | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -278,6 +281,7 @@ def render_video(
 
     ``pose``: see :mod:`daetalker.generate.pose`; ``steps``: DDIM steps (default ``dae.sample_steps``);
     ``guidance``: reference-guidance scale (default ``dae.guidance``; :mod:`daetalker.diffusion.guidance`);
+    ``steer_pose``: pin the pose in each latent (default ``s2l.steer_pose``; :mod:`daetalker.models.pose_steering`);
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
     samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
@@ -304,7 +308,8 @@ def render_video(
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted, z_ref = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
-        frames = _render_frames(talker, prepared.features(), n, (pose_arr, motion), x_T, steps=steps,
+        steer = talker.config.s2l.steer_pose if steer_pose is None else bool(steer_pose)
+        frames = _render_frames(talker, prepared.features(), n, (pose_arr, motion, steer), x_T, steps=steps,
                                 guide=(z_ref, guidance), schedule=schedule, batch_size=batch_size,
                                 chunk_frames=round(chunk_seconds * FPS), context_frames=round(context_seconds * FPS),
                                 clip_x0=not inverted, size=size,
@@ -330,20 +335,21 @@ def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, s
 
 
 def _render_frames(
-    talker: Talker, mel: np.ndarray, n_frames: int, pose: tuple[np.ndarray | None, np.ndarray | None],
+    talker: Talker, mel: np.ndarray, n_frames: int, pose: tuple[np.ndarray | None, np.ndarray | None, bool],
     x_T: torch.Tensor, *, steps: int, guide: tuple[torch.Tensor, float], schedule: NoiseSchedule, batch_size: int,
     chunk_frames: int, context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield ``(uint8 frames (B, size, size, 3), seconds spent decoding them)`` in order, chunk by chunk.
 
-    ``pose``: (the pose that replaces the predicted one, the motion added to it), see :func:`predict_latents`;
+    ``pose``: (the pose that replaces the predicted one, the motion added to it, whether to steer the
+    latents to it), see :func:`predict_latents`;
     ``guide``: (z_ref (1, D), scale) of reference guidance; ``per_frame_seed``: draw each frame's own x_T
     from this seed instead of sharing ``x_T`` (ablation).
     """
     dcfg = talker.dae_cfg
     noise_gen = None if per_frame_seed is None else torch.Generator(device="cpu").manual_seed(per_frame_seed)
-    chunks = predict_latents(talker.s2l, mel, n_frames, pose[0], pose_offset=pose[1], chunk_frames=chunk_frames,
-                             context_frames=context_frames)  # fmt: skip
+    chunks = predict_latents(talker.s2l, mel, n_frames, pose[0], pose_offset=pose[1], steer_pose=pose[2],
+                             chunk_frames=chunk_frames, context_frames=context_frames)  # fmt: skip
     for _, z_norm in chunks:
         z = z_norm * talker.latent_std + talker.latent_mean  # back to the DAE's latent space
         x = x_T

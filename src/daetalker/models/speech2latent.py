@@ -14,7 +14,9 @@ Statistics live in buffers (saved with the weights): per-bin feature mean/std
 standardise the input; pose mean/std map degrees to the unit scale the
 predictor and projector work in; pose_residual_std/rho describe the head motion
 the predictor leaves out (:mod:`daetalker.models.pose_residual`, fitted after
-training; zero in checkpoints from before it). ``pose`` in and out are in degrees.
+training; zero in checkpoints from before it); pose_probe_w/b and pose_steer pin
+a given pose in the latent at inference (:mod:`daetalker.models.pose_steering`,
+fitted after training; zero: off). ``pose`` in and out are in degrees.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch import nn
 from daetalker.config.s2l import S2LConfig
 from daetalker.models.conformer import Conformer, lengths_to_mask
 from daetalker.models.pose_residual import sample_ar1
+from daetalker.models.pose_steering import steer
 
 POSE_DIM = 3  # yaw, pitch, roll
 
@@ -89,6 +92,9 @@ class Speech2Latent(nn.Module):
         self.register_buffer("pose_std", torch.ones(POSE_DIM))
         self.register_buffer("pose_residual_std", torch.zeros(POSE_DIM))  # unit scale; 0: not fitted
         self.register_buffer("pose_residual_rho", torch.zeros(POSE_DIM))
+        self.register_buffer("pose_probe_w", torch.zeros(POSE_DIM, latent_dim))  # zeros: steering not fitted
+        self.register_buffer("pose_probe_b", torch.zeros(POSE_DIM))
+        self.register_buffer("pose_steer", torch.zeros(latent_dim, POSE_DIM))
 
         # Local context at the feature rate, then a conv with kernel = stride = k: one vector per
         # video frame, built only from that frame's k feature frames.
@@ -166,10 +172,22 @@ class Speech2Latent(nn.Module):
         unit = sample_ar1(n_frames, self.pose_residual_std, self.pose_residual_rho, gen)  # (n, 3)
         return unit * self.pose_std.float().cpu()
 
+    @torch.no_grad()
+    def set_pose_steering(self, w: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> None:
+        """Store the fitted probe (W (3, D), b (3,)) and steering matrix G (D, 3), unit pose scale."""
+        for buf, value in ((self.pose_probe_w, w), (self.pose_probe_b, b), (self.pose_steer, g)):
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype))
+
+    @property
+    def steering_fitted(self) -> bool:
+        return bool(self.pose_steer.abs().sum() > 0)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
-        # Checkpoints from before the residual was fitted lack its buffers: they load as "not fitted".
-        for name in ("pose_residual_std", "pose_residual_rho"):
-            state_dict.setdefault(prefix + name, torch.zeros(POSE_DIM))
+        # Checkpoints from before the residual or the steering was fitted lack their buffers: "not fitted".
+        for name, shape in (("pose_residual_std", (POSE_DIM,)), ("pose_residual_rho", (POSE_DIM,)),
+                            ("pose_probe_w", (POSE_DIM, self.latent_dim)), ("pose_probe_b", (POSE_DIM,)),
+                            ("pose_steer", (self.latent_dim, POSE_DIM))):
+            state_dict.setdefault(prefix + name, torch.zeros(shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def pose_from_unit(self, pose_unit: torch.Tensor) -> torch.Tensor:
@@ -194,13 +212,15 @@ class Speech2Latent(nn.Module):
         lengths: torch.Tensor | None = None,
         pose: torch.Tensor | None = None,
         pose_offset: torch.Tensor | None = None,
+        steer_pose: bool = False,
     ) -> S2LOutput:
         """features (B, k*T, F); mask (B, T) bool or lengths (B,) in video frames; pose (B, T, 3) degrees.
 
         Without ``pose`` (inference) the predicted pose drives the projector, plus ``pose_offset``
         (B, T, 3) degrees if given (a draw of :meth:`sample_pose_residual`). Non-finite pose
         labels (frames without a face) are replaced by the prediction. The prediction is detached
-        where it is fed back, so only the pose loss trains the predictor.
+        where it is fed back, so only the pose loss trains the predictor. ``steer_pose`` (inference)
+        moves each latent so it carries the pose fed in (:mod:`daetalker.models.pose_steering`).
         """
         b, n, f = features.shape
         assert f == self.feature_dim, f"expected {self.feature_dim} feature bins, got {f}"
@@ -227,7 +247,10 @@ class Speech2Latent(nn.Module):
             pose_unit = torch.where(torch.isfinite(pose_unit), pose_unit, pose_unit_pred.detach())
         h = h + self.pose_projector(pose_unit.masked_fill(~keep, 0.0))
         h = self.decoder(h, mask)
-        latent = self.head(h).masked_fill(~keep, 0.0)  # (B, T, latent_dim)
+        latent = self.head(h)  # (B, T, latent_dim)
+        if steer_pose and self.steering_fitted:
+            latent = steer(latent.float(), pose_unit.float(), self.pose_probe_w, self.pose_probe_b, self.pose_steer)
+        latent = latent.masked_fill(~keep, 0.0)
         pose_pred = self.pose_from_unit(pose_unit_pred).masked_fill(~keep, 0.0)
         return S2LOutput(latent=latent, pose=pose_pred)
 

@@ -11,7 +11,9 @@ buffers before step 0. Checkpoints carry weights, optimiser, RNG state and the
 step (the data position: windows are a pure function of the sample number, see
 ``s2l_dataset``), so ``resume`` continues bit-exactly. Before the final
 checkpoint, the head motion the pose predictor leaves out is fitted on the
-training and validation clips (:mod:`daetalker.models.pose_residual`).
+training and validation clips (:mod:`daetalker.models.pose_residual`), and the
+pose probe and steering matrix on the training clips' real latents
+(:mod:`daetalker.models.pose_steering`).
 
 Output folder: ``checkpoints/`` (step_*.pt, latest.pt), ``config.yaml``,
 ``metrics.jsonl``, ``result.json``.
@@ -36,6 +38,7 @@ from daetalker.models import count_parameters
 from daetalker.models.device import autocast
 from daetalker.models.loading import build_s2l
 from daetalker.models.pose_residual import ResidualMoments
+from daetalker.models.pose_steering import PoseLatentMoments, probe_r2
 from daetalker.models.speech2latent import POSE_DIM, Speech2Latent, s2l_loss
 from daetalker.timebase import FPS
 from daetalker.train.run_files import MetricsFile, TrainResult, finish_run
@@ -107,6 +110,31 @@ def fit_pose_residual(model: Speech2Latent, windows: list[S2LWindows], dev: torc
     std_deg = std * model.pose_std.float().cpu()
     return {f"pose_residual_{kind}_{axis}": float(v[i]) for kind, v in (("std_deg", std_deg), ("rho", rho))
             for i, axis in enumerate(("yaw", "pitch", "roll"))}
+
+
+def _pose_latent_moments(model: Speech2Latent, clips: S2LWindows) -> PoseLatentMoments:
+    moments = PoseLatentMoments(model.latent_dim, POSE_DIM)
+    for item in clips.tiles():
+        n = int(item["length"])
+        pose = item["pose"][:n]  # (n, 3) degrees, NaN without a face
+        valid = torch.isfinite(pose).all(-1)
+        moments.add(item["latent"][:n][valid], model.pose_to_unit(pose[valid].to(model.pose_std)).cpu())
+    return moments
+
+
+@torch.no_grad()
+def fit_pose_steering(model: Speech2Latent, train: S2LWindows, val: S2LWindows | None) -> dict[str, float]:
+    """Fit and store the pose probe and steering matrix on the training clips' real latents and poses;
+    report the probe's R^2 per axis there and on the validation clips (how well z says the pose)."""
+    moments = _pose_latent_moments(model, train)
+    w, b, g = moments.fit()
+    model.set_pose_steering(w, b, g)
+    out = {}
+    for split, m in (("train", moments), ("val", None if val is None else _pose_latent_moments(model, val))):
+        if m is not None and m.n:
+            out |= {f"pose_probe_r2_{split}_{axis}": float(r)
+                    for axis, r, on in zip(("yaw", "pitch", "roll"), probe_r2(m, w, b), moments.active()) if on}
+    return out
 
 
 def train_s2l(
@@ -252,6 +280,7 @@ def _loop(model: Speech2Latent, forward: Any, opt: torch.optim.Optimizer, batche
         fitted = None
         if info.is_main and final:
             fitted = fit_pose_residual(model, [w for w in (train, val) if w is not None], dev)
+            fitted |= fit_pose_steering(model, train, val)
             logger.log_metrics(done, fitted)
             metrics_file.write(done, fitted)
         if info.is_main:
