@@ -252,8 +252,9 @@ def generate_video(
                    context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
     talker = load_bundle(model, device, str(model))
     result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
-                          seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds, context_seconds=context_seconds,
-                          per_frame_noise=per_frame_noise, video_size=video_size, crf=crf, progress=progress)  # fmt: skip
+                          seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                          context_seconds=context_seconds, per_frame_noise=per_frame_noise, video_size=video_size,
+                          crf=crf, progress=progress)  # fmt: skip
     return replace(result, seconds=time.perf_counter() - t0)
 
 
