@@ -340,8 +340,8 @@ def test_grid_s1_expert_is_calibrated_on_every_heldout_sentence(grid_speaker: Pa
     LSE-C and at a; rolls by k = -5..5 read back as a + k +- 1. Margins and the issue's
     literal bar (around offset 0) are recorded for docs/real-speaker.md.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("DAETALKER_TEST_THREADS", "2")))  # 2000 steps: two threads pay here
+    threads, train_threads = torch.get_num_threads(), int(os.environ.get("DAETALKER_TEST_THREADS", "2"))
+    torch.set_num_threads(train_threads)  # 2000 steps: two threads pay here
     try:
         result, rows, recovery = train_and_calibrate(grid_speaker, ("val", "test"), tmp_path / "syncnet",
                                                      GRID_RECIPE + [f"syncnet.seed={seed}"])
@@ -349,7 +349,7 @@ def test_grid_s1_expert_is_calibrated_on_every_heldout_sentence(grid_speaker: Pa
         torch.set_num_threads(threads)
     failed, anchors = grid_verdict(rows, recovery)
     worst = worst_margins(margins(rows, recovery))
-    record_margins("grid_s1", seed, worst, clips=len(rows), failed=failed, anchors=anchors,
+    record_margins("grid_s1", seed, worst, threads=train_threads, clips=len(rows), failed=failed, anchors=anchors,
                    strict_failures=failures(rows, recovery),  # the issue's bar read around offset 0
                    accuracy={s: m["accuracy"] for s, m in result.heldout.items()})
     assert len(rows) == 90 and sum(cid[:6] in OFF_SYNC for cid in anchors) == len(OFF_SYNC)

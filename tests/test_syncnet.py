@@ -158,6 +158,22 @@ def test_light_windows_and_embeddings() -> None:
         assert model.forward_aud(a).shape == (7, 12) and float(model.forward_aud(a).min()) >= 0.0
 
 
+def test_bf16_training_probability_stays_fp32_inside_the_bce_range() -> None:
+    """syncnet.bf16: the two streams run under autocast, the cosine in fp32, so p never rounds to 1
+    (bf16 holds 1 - 1e-6 as 1.0 and the BCE of an off-sync pair would be inf) and stays near fp32's."""
+    from daetalker.evaluate.syncnet_train import sync_probability
+
+    torch.manual_seed(0)
+    model = LightSyncNet(lip_size=(16, 32), lip_channels=(8, 16), audio_channels=(8, 16), embed_dim=12)
+    lip, aud = torch.randn(8, 3, 5, 16, 32), torch.randn(8, 1, 13, 20)
+    p = sync_probability(model, lip, aud, bf16=True)
+    assert p.dtype == torch.float32 and float(p.max()) <= 1 - 1e-6 and float(p.min()) >= 1e-6
+    torch.testing.assert_close(p, sync_probability(model, lip, aud), atol=0.05, rtol=0)
+    loss = torch.nn.functional.binary_cross_entropy(p, torch.zeros(8))
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(w.grad).all() for w in model.parameters() if w.grad is not None)
+
+
 def test_train_refuses_dataset_without_heldout(tmp_path: Path) -> None:
     data = write_fake_dataset(tmp_path / "data", n_train=2, n_val=0, n_frames=30)
     with pytest.raises(DaetalkerError, match="val or test"):

@@ -29,6 +29,11 @@ class SyncNetConfig:
     eval_every: int = 2000  # held-out accuracy during training (0 = only at the end)
     eval_pairs_per_clip: int = 64  # held-out windows per clip, each scored in sync and off sync
     seed: int = 0
+    # bf16 autocast for the training steps where the CPU has it (fp32 master weights; scoring stays fp32):
+    # 1.66x faster per step at the tiny profile's net (bench/train_syncnet.py). Off by default: the grid-s1
+    # expert trained so (seed 0) ranks another sentence's audio above one held-out video's own (LSE-C 0.482
+    # vs 0.476), where every fp32 run measured keeps >= 1.11x (docs/real-speaker.md).
+    bf16: bool = False
     # --- LSE protocol (syncnet_python / Wav2Lip evaluation) ---
     vshift: int = 15  # offsets -vshift..vshift video frames
     embed_batch: int = 64  # windows per forward pass when scoring a video

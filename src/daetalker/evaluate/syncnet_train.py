@@ -36,6 +36,7 @@ from daetalker.evaluate.lse import lse_from_embeddings
 from daetalker.evaluate.mfcc import SAMPLE_RATE, SAMPLES_PER_FRAME, protocol_mfcc
 from daetalker.evaluate.syncnet import LIP_FRAMES, LightSyncNet, light_checkpoint, lip_windows, mfcc_windows
 from daetalker.checkpoint import save_checkpoint, verify
+from daetalker.models.device import autocast
 from daetalker.train.loop import NullLogger, StepLoop, TrainLogger, default_logger
 
 HELD_OUT = ("val", "test")
@@ -120,9 +121,12 @@ def make_pairs(rng: np.random.Generator, clips: list[SyncClip], starts: list[tup
     return torch.stack(lips).float(), torch.stack(auds), torch.as_tensor(labels, dtype=torch.float32)
 
 
-def sync_probability(model: LightSyncNet, lip: torch.Tensor, aud: torch.Tensor) -> torch.Tensor:
-    """Cosine of the two embeddings, in [0, 1] since both are ReLU'd: Wav2Lip's P(in sync)."""
-    return (model.forward_lip(lip) * model.forward_aud(aud)).sum(dim=1).clamp(1e-6, 1 - 1e-6)
+def sync_probability(model: LightSyncNet, lip: torch.Tensor, aud: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """Cosine of the two embeddings, in [0, 1] since both are ReLU'd: Wav2Lip's P(in sync). ``bf16``: the
+    two streams under autocast; the cosine in fp32 (bf16 would round 1 - 1e-6 to 1 and the BCE to inf)."""
+    with autocast(torch.device("cpu"), bf16):
+        lip_e, aud_e = model.forward_lip(lip), model.forward_aud(aud)  # (B, E) each
+    return (lip_e.float() * aud_e.float()).sum(dim=1).clamp(1e-6, 1 - 1e-6)
 
 
 def heldout_pairs(clips: list[SyncClip], cfg: SyncNetConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -189,7 +193,7 @@ def train_syncnet(data_dir: Path, out_dir: Path, cfg: SyncNetConfig, logger: Tra
         cs = rng.choice(len(train), size=cfg.batch_size, p=weights / weights.sum())
         starts = [(int(c), int(rng.integers(train[c].n_windows))) for c in cs]
         lip, aud, y = make_pairs(rng, train, starts, (rng.random(cfg.batch_size) < 0.5).astype(int), cfg)
-        p = sync_probability(model, lip, aud)
+        p = sync_probability(model, lip, aud, bf16=cfg.bf16)
         loss = F.binary_cross_entropy(p, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
