@@ -6,7 +6,11 @@ prediction from its audio, each DDIM-decoded from one shared x_T (the bundle's r
 frame inverted, or ``--noise random``), then Face Mesh's mouth opening on the decoded
 frames against the clip's labels. Prints a line per clip and the means.
 
-    python bench/dae_mouth_probe.py --bundle BUNDLE --data DATA --latents LATENTS [--clips 8] [--steps 10]
+    python bench/dae_mouth_probe.py --bundle BUNDLE --data DATA --latents LATENTS [--clips 8] [--steps 10] \
+        [--strip FIRST_CLIP.jpg]
+
+``--strip`` writes a picture of the first clip: the real frames on top, then one row per
+decode (every 6th frame, 12 columns), to look at the mouth rather than read its r.
 """
 
 from __future__ import annotations
@@ -27,6 +31,16 @@ from daetalker.generate.video import _start_noise, decode_latents, predict_laten
 from daetalker.models.images import to_uint8
 
 
+def write_strip(path: Path, rows: list[np.ndarray], every: int = 6, columns: int = 12) -> None:
+    """One row per frame sequence (N, R, R, 3) RGB: every ``every``-th frame, ``columns`` of them, as a JPEG."""
+    import cv2
+
+    pick = np.arange(0, min(len(f) for f in rows), every)[:columns]
+    grid = np.concatenate([np.concatenate(list(f[pick]), axis=1) for f in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", type=Path, required=True)
@@ -36,6 +50,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--noise", choices=("reference", "random"), default="reference")
     ap.add_argument("--guidance", default="1", help="comma-separated reference-guidance scales")
+    ap.add_argument("--strip", type=Path, default=None, help="write the first clip's frames here (.jpg)")
     args = ap.parse_args()
     scales = [float(v) for v in args.guidance.split(",")]
 
@@ -47,6 +62,7 @@ def main() -> None:
     x_T, inverted, z_ref = _start_noise(t, args.noise, False, 0, args.steps, schedule)  # as generate chooses them
     r: dict[str, list[float]] = {}
     amp: dict[str, list[float]] = {}
+    rows: dict[str, np.ndarray] = {}  # the first clip's frames (N, R, R, 3) per row of --strip
     for row in _split_rows(args.data, "heldout", args.clips):
         cid = row["clip_id"]
         z_own = torch.from_numpy(np.load(args.latents / "latents" / f"{cid}.npy")).float()  # (N, D)
@@ -67,7 +83,12 @@ def main() -> None:
                 r.setdefault(name, []).append(float(np.corrcoef(mouth[ok], truth[ok])[0, 1]) if good else float("nan"))
                 amp.setdefault(name, []).append(float(mouth[ok].std() / truth[ok].std()) if good else float("nan"))
                 line[name] = round(r[name][-1], 3)
+                if args.strip is not None and len(r[name]) == 1:
+                    rows.setdefault("real", np.asarray(ds.open_frames(args.data, cid))[:n])
+                    rows[name] = frames
         print(json.dumps(line), flush=True)
+    if args.strip is not None:
+        write_strip(args.strip, list(rows.values()))
     mean = lambda d: {k: round(float(np.nanmean(v)), 3) for k, v in d.items()}  # noqa: E731
     print(json.dumps({"bundle": str(args.bundle), "noise": args.noise, "clips": len(next(iter(r.values()))),
                       "mean_mouth_r": mean(r), "mouth_std_share": mean(amp)}))  # fmt: skip

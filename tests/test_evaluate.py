@@ -185,7 +185,9 @@ def test_cli_evaluate(evaluated, tmp_path: Path) -> None:
     # no --steps: the bundle's dae.sample_steps, named in metrics and in the report's header; so is the guidance
     assert m["steps"] == 4 and result.metrics["steps"] == 2
     assert m["guidance"] == 1.5 and result.metrics["guidance"] == 1.0  # the bundle's dae.guidance
-    assert "DDIM steps 4, reference guidance\n1.5." in (out / "report" / "report.html").read_text()
+    # a random micro bundle has no fitted pose steering: its latents are rendered as speech2latent made them
+    assert m["steer_pose"] is False and result.metrics["steer_pose"] is False
+    assert "DDIM steps 4, reference guidance\n1.5, pose steering off." in (out / "report" / "report.html").read_text()
 
 
 def test_metrics_and_report_go_to_the_active_mlflow_run(evaluated, mlflow_server) -> None:

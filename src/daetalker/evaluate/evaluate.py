@@ -273,6 +273,8 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
         scorer.score(tally, data_dir, row, out_dir / "videos")
     metrics = _final_metrics(tally, syncnet.weights_sha256, split=split, model=source or talker.source, steps=steps,
                              guidance=guidance, champion=champion_metrics)  # fmt: skip
+    # whether the latents carried the pose fed in (render_video's default: the bundle's s2l.steer_pose, when fitted)
+    metrics["steer_pose"] = bool(talker.config.s2l.steer_pose and talker.s2l.steering_fitted)
     metrics_path = out_dir / METRICS_FILE
     write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
     report_path = write_report(metrics, tally.traces, out_dir / "report")
