@@ -68,6 +68,7 @@ def _fitted_model():
     return model
 
 
+@torch.no_grad()
 def test_model_steers_only_when_asked_and_old_checkpoints_load_unsteered():
     model = _fitted_model()
     t = 12
