@@ -309,14 +309,21 @@ def render_video(
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted, z_ref = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
-        steer = talker.config.s2l.steer_pose if steer_pose is None else bool(steer_pose)
-        frames = _render_frames(talker, prepared.features(), n, (pose_arr, motion, steer), x_T, steps=steps,
+        pose_in = (pose_arr, motion, steers_pose(talker, steer_pose))
+        frames = _render_frames(talker, prepared.features(), n, pose_in, x_T, steps=steps,
                                 guide=(z_ref, guidance), schedule=schedule, batch_size=batch_size,
                                 chunk_frames=round(chunk_seconds * FPS), context_frames=round(context_seconds * FPS),
                                 clip_x0=not inverted, size=size,
                                 per_frame_seed=seed if per_frame_noise else None)  # fmt: skip
         decode_s = _write_mp4(_until(frames, deadline), out, Path(audio), n, size, crf, progress)
     return GenerationResult(out, n, time.perf_counter() - t0, n / max(decode_s, 1e-9))
+
+
+def steers_pose(talker: Talker, steer_pose: bool | None = None) -> bool:
+    """Whether rendering moves the latents to the pose fed in: ``steer_pose``, else the bundle's
+    ``s2l.steer_pose``, and only where the steering was fitted."""
+    wanted = talker.config.s2l.steer_pose if steer_pose is None else bool(steer_pose)
+    return wanted and talker.s2l.steering_fitted
 
 
 def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, steps: int,
