@@ -187,7 +187,9 @@ def test_cli_evaluate(evaluated, tmp_path: Path) -> None:
     assert m["guidance"] == 1.5 and result.metrics["guidance"] == 1.0  # the bundle's dae.guidance
     # a random micro bundle has no fitted pose steering: its latents are rendered as speech2latent made them
     assert m["steer_pose"] is False and result.metrics["steer_pose"] is False
-    assert "DDIM steps 4, reference guidance\n1.5, pose steering off." in (out / "report" / "report.html").read_text()
+    assert m["mouth_gain"] == 1.0  # nor a fitted mouth direction: the gain is 1 whatever the config says
+    assert ("DDIM steps 4, reference guidance\n1.5, pose steering off, mouth gain\n1.0."
+            in (out / "report" / "report.html").read_text())
 
 
 def test_metrics_and_report_go_to_the_active_mlflow_run(evaluated, mlflow_server) -> None:

@@ -170,6 +170,42 @@ def test_pose_steering_follows_the_bundles_default_and_the_option(talker, tmp_pa
     assert render(fitted, "f0b.mp4", steer_pose=False) == render(talker, "u2.mp4")
 
 
+def test_mouth_gain_follows_the_bundles_setting_and_the_option(talker, tmp_path: Path) -> None:
+    """render_video scales the mouth's movement in the latents by s2l.mouth_gain (default 1) or --mouth-gain
+    where the mouth direction was fitted; bundles from before it render as made, and a bad gain is refused."""
+    import copy
+
+    from daetalker.generate.video import mouth_gain_of
+    from daetalker.models.pose_steering import PoseLatentMoments
+
+    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
+    raw = lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-"],  # noqa: E731
+                                   capture_output=True, check=True).stdout  # fmt: skip
+    render = lambda t, name, **kw: raw(render_video(t, tmp_path / "a.wav", tmp_path / name, steps=2,  # noqa: E731
+                                                    progress=False, **kw).path)
+    assert talker.config.s2l.mouth_gain == 1.0 and not talker.s2l.mouth_steering_fitted
+    plain = render(talker, "u.mp4")
+    assert render(talker, "u3.mp4", mouth_gain=3.0) == plain and mouth_gain_of(talker, 3.0) == 1.0
+
+    fitted = copy.copy(talker)
+    fitted.s2l = copy.deepcopy(talker.s2l)
+    d = fitted.s2l.latent_dim
+    gen = torch.Generator().manual_seed(0)
+    mouth = torch.randn(2000, 1, generator=gen)
+    moments = PoseLatentMoments(d, 1)
+    moments.add(torch.randn(2000, d, generator=gen) + mouth @ torch.randn(1, d, generator=gen), mouth)
+    w, b, g = moments.fit()
+    fitted.s2l.set_mouth_steering(w[0], b[0], g[:, 0])
+    assert render(fitted, "f.mp4") == plain  # the default gain, 1, leaves the latents as made
+    louder = render(fitted, "f3.mp4", mouth_gain=3.0)
+    assert louder != plain
+    fitted.config = copy.deepcopy(talker.config)
+    fitted.config.s2l.mouth_gain = 3.0  # a speaker's setting, carried in the bundle's config
+    assert render(fitted, "c3.mp4") == louder and render(fitted, "c1.mp4", mouth_gain=1.0) == plain
+    with pytest.raises(DaetalkerError, match="--mouth-gain"):
+        render_video(fitted, tmp_path / "a.wav", tmp_path / "bad.mp4", mouth_gain=11.0, progress=False)
+
+
 def test_batched_decoding_equals_one_frame_at_a_time(talker) -> None:
     dcfg = talker.dae_cfg
     sched = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)

@@ -49,7 +49,8 @@ def write_s2l_dataset(root: Path, clips=(("a", 40, "train"), ("b", 33, "train"),
         yaw = 10 * np.sin(np.arange(n) / 7.0 + k)
         found = np.ones(n, bool)
         found[::9] = False
-        pd.DataFrame({"frame": np.arange(n), "yaw": yaw, "pitch": 2.0 + 0 * yaw, "roll": -yaw / 3,
+        mouth = 0.02 + 0.01 * (z[:, 0] - z[:, 1])  # a direction of the latent, as a DAE's z carries the mouth
+        pd.DataFrame({"frame": np.arange(n), "yaw": yaw, "pitch": 2.0 + 0 * yaw, "roll": -yaw / 3, "mouth_open": mouth,
                       "face_found": found}).to_parquet(d / "labels.parquet")  # fmt: skip
         np.save(lat_dir / "latents" / f"{cid}.npy", z.astype(np.float32))
         rows.append({"clip_id": cid, "n_frames": n, "split": split})
@@ -107,6 +108,9 @@ def test_loss_falls_and_validation_logged(dataset, tmp_path: Path) -> None:
     assert {"pose_probe_r2_train_yaw", "pose_probe_r2_val_yaw"} <= fitted.keys()
     assert not any("pitch" in k for k in fitted if k.startswith("pose_probe"))
     assert model.steering_fitted and float(model.pose_steer[:, 1].abs().max()) == 0.0
+    # and the mouth gain's probe and direction: the mouth is linear in z here, so the probe reads it all
+    assert fitted["mouth_probe_r2_train"] > 0.99 and fitted["mouth_probe_r2_val"] > 0.99, fitted
+    assert model.mouth_steering_fitted
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

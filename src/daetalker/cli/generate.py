@@ -26,6 +26,9 @@ def generate_cmd(
     steer_pose: Annotated[Optional[bool], typer.Option("--steer-pose/--no-steer-pose", help="Move each latent so it "
                           "carries the pose asked for (default s2l.steer_pose; bundles from before it was fitted: "
                           "off).")] = None,
+    mouth_gain: Annotated[Optional[float], typer.Option("--mouth-gain", min=0.0, max=10.0, help="Scale the mouth's "
+                          "movement in each latent (1 = as predicted; default s2l.mouth_gain; bundles from before it "
+                          "was fitted: 1).")] = None,
     seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the one shared x_T (--noise random).")] = 0,
     noise: Annotated[str, typer.Option("--noise", help="Shared x_T: reference (the bundle's reference frame, "
                                        "DDIM-inverted) or random.")] = "reference",
@@ -46,7 +49,7 @@ def generate_cmd(
 
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
         r = generate_video(bundle, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
-                           seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                           mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
                            video_size=size, crf=crf, device=device)  # fmt: skip
     typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                            "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+MAX_MOUTH_GAIN = 10.0  # far past where the decoded mouth stops growing (grid-s1: about 4)
+
 
 @dataclass
 class S2LConfig:
@@ -52,6 +54,10 @@ class S2LConfig:
     # direction fitted on the training latents (daetalker.models.pose_steering): speech features also
     # carry head motion, which otherwise leaks past a given pose.
     steer_pose: bool = True
+    # Scale the mouth's movement in each generated latent by this gain along the mouth direction fitted
+    # on the training latents (1 = as speech2latent made it). A DAE trained on a CPU budget draws the
+    # mouth z asks for at a fraction of its size; a real speaker's settings raise it (docs/real-speaker.md).
+    mouth_gain: float = 1.0
     # --- bookkeeping ---
     ckpt_every: int = 1000
     keep_checkpoints: int = 3
@@ -78,3 +84,5 @@ class S2LConfig:
             raise ValueError("encoder_frames_per_video_frame must be >= 1")
         if self.pose_loss_weight < 0:
             raise ValueError("pose_loss_weight must be >= 0")
+        if not 0.0 <= self.mouth_gain <= MAX_MOUTH_GAIN:
+            raise ValueError(f"mouth_gain must be in [0, {MAX_MOUTH_GAIN:g}] (1 = as predicted), got {self.mouth_gain}")

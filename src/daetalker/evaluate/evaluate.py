@@ -258,7 +258,7 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
     from daetalker.evaluate.report import write_report
     from daetalker.evaluate.syncnet import load_syncnet
     from daetalker.generate.model import Talker, load_bundle
-    from daetalker.generate.video import steers_pose
+    from daetalker.generate.video import mouth_gain_of, steers_pose
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     rows = _split_rows(data_dir, split, max_clips)
@@ -275,6 +275,7 @@ def evaluate_model(model: str | Path | Talker, data_dir: Path, out_dir: Path, *,
     metrics = _final_metrics(tally, syncnet.weights_sha256, split=split, model=source or talker.source, steps=steps,
                              guidance=guidance, champion=champion_metrics)  # fmt: skip
     metrics["steer_pose"] = steers_pose(talker)  # whether the latents carried the pose fed in
+    metrics["mouth_gain"] = mouth_gain_of(talker)  # and how much the mouth's movement in them was scaled
     metrics_path = out_dir / METRICS_FILE
     write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False) + "\n")
     report_path = write_report(metrics, tally.traces, out_dir / "report")

@@ -191,7 +191,8 @@ def write_report(metrics: dict[str, Any], traces: list[ClipTrace], out_dir: Path
 <h1>DAE-Talker evaluation</h1>
 <p>model <code>{html.escape(str(metrics.get('model')))}</code>, split <b>{html.escape(str(metrics.get('split')))}</b>,
 {metrics.get('clips')} clips, DDIM steps {html.escape(str(metrics.get('steps')))}, reference guidance
-{html.escape(str(metrics.get('guidance', 1.0)))}, pose steering {'on' if metrics.get('steer_pose') else 'off'}.</p>
+{html.escape(str(metrics.get('guidance', 1.0)))}, pose steering {'on' if metrics.get('steer_pose') else 'off'}, mouth gain
+{html.escape(str(metrics.get('mouth_gain', 1.0)))}.</p>
 {headline_table(metrics)}
 <p class="note">LSE-D / LSE-C take the best AV offset in [-15, 15] (the SyncNet protocol), so audio out of
 sync by a few frames scores almost as well as synced audio; the AV offset reveals it. The rows "at offset 0"

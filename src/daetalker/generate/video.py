@@ -57,6 +57,7 @@ from daetalker.generate.pose import resolve_pose, sampled_motion
 from daetalker.models import DiffusionAutoencoder
 from daetalker.models.device import autocast
 from daetalker.models.images import to_model_range, to_uint8
+from daetalker.config.s2l import MAX_MOUTH_GAIN
 from daetalker.models.speech2latent import Speech2Latent
 from daetalker.timebase import FPS
 
@@ -121,14 +122,14 @@ def reference_noise(
 @torch.no_grad()
 def predict_latents(
     s2l: Speech2Latent, mel: np.ndarray, n_frames: int, pose: np.ndarray | None, *, chunk_frames: int,
-    context_frames: int, pose_offset: np.ndarray | None = None, steer_pose: bool = False,
+    context_frames: int, pose_offset: np.ndarray | None = None, steer_pose: bool = False, mouth_gain: float = 1.0,
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(first_frame, normalised latents (m, D))`` chunk by chunk, covering frames 0..n_frames-1.
 
     Each chunk sees ``context_frames`` of audio (and pose) on both sides; audio shorter than one
     chunk runs whole. ``pose`` (n_frames, 3) degrees replaces the predicted pose; ``pose_offset``
     (n_frames, 3) degrees is added to it (with ``pose`` None); ``steer_pose`` pins the pose fed in
-    in each latent (:mod:`daetalker.models.pose_steering`).
+    in each latent, ``mouth_gain`` scales the mouth's movement in it (:mod:`daetalker.models.pose_steering`).
     """
     device, k = s2l.feature_mean.device, s2l.k
     assert len(mel) >= k * n_frames and chunk_frames >= 1 and context_frames >= 0
@@ -138,7 +139,8 @@ def predict_latents(
         feats = torch.from_numpy(np.array(mel[k * lo : k * hi], np.float32))[None].to(device)  # (1, k*T, F)
         p, off = (None if v is None else torch.from_numpy(np.asarray(v[lo:hi], np.float32))[None].to(device)
                   for v in (pose, pose_offset))  # (1, T, 3) degrees
-        yield a, s2l(feats, pose=p, pose_offset=off, steer_pose=steer_pose).latent[0, a - lo : b - lo].float()
+        out = s2l(feats, pose=p, pose_offset=off, steer_pose=steer_pose, mouth_gain=mouth_gain)
+        yield a, out.latent[0, a - lo : b - lo].float()
 
 
 @torch.no_grad()
@@ -230,6 +232,7 @@ def generate_video(
     steps: int | None = None,
     guidance: float | None = None,
     steer_pose: bool | None = None,
+    mouth_gain: float | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -252,7 +255,7 @@ def generate_video(
                    context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
     talker = load_bundle(model, device, str(model))
     result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
-                          seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
+                          mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
                           context_seconds=context_seconds, per_frame_noise=per_frame_noise, video_size=video_size,
                           crf=crf, progress=progress)  # fmt: skip
     return replace(result, seconds=time.perf_counter() - t0)
@@ -267,6 +270,7 @@ def render_video(
     steps: int | None = None,
     guidance: float | None = None,
     steer_pose: bool | None = None,
+    mouth_gain: float | None = None,
     seed: int = 0,
     noise: str = "reference",
     batch_size: int = 16,
@@ -283,6 +287,7 @@ def render_video(
     ``pose``: see :mod:`daetalker.generate.pose`; ``steps``: DDIM steps (default ``dae.sample_steps``);
     ``guidance``: reference-guidance scale (default ``dae.guidance``; :mod:`daetalker.diffusion.guidance`);
     ``steer_pose``: pin the pose in each latent (default ``s2l.steer_pose``; :mod:`daetalker.models.pose_steering`);
+    ``mouth_gain``: scale the mouth's movement in each latent (default ``s2l.mouth_gain``; same module);
     ``noise``: the shared x_T is the reference frame's subcode (``reference``; bundles without a
     reference frame fall back to random) or drawn from ``seed`` (``random``); ``per_frame_noise``
     samples x_T per frame from ``seed`` (ablation: it flickers); ``video_size``: side of the written
@@ -301,6 +306,7 @@ def render_video(
     guidance = dcfg.guidance if guidance is None else float(guidance)
     if not 0.0 <= guidance <= 10.0:
         raise DaetalkerError(f"--guidance {guidance:g}: must be in [0, 10] (1 = plain DDIM)")
+    gain = mouth_gain_of(talker, mouth_gain)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="daetalker-generate-") as work:
         prepared = prepare_audio(Path(audio), Path(work) / "audio", talker.config.preprocess, talker.config.s2l)
@@ -309,8 +315,8 @@ def render_video(
         schedule = linear_schedule(dcfg.timesteps, dcfg.beta_start, dcfg.beta_end)
         x_T, inverted, z_ref = _start_noise(talker, noise, per_frame_noise, seed, steps, schedule)
         size = video_size or max(VIDEO_SIZE, talker.dae.pixel_size)
-        pose_in = (pose_arr, motion, steers_pose(talker, steer_pose))
-        frames = _render_frames(talker, prepared.features(), n, pose_in, x_T, steps=steps,
+        controls = LatentControls(pose_arr, motion, steers_pose(talker, steer_pose), gain)
+        frames = _render_frames(talker, prepared.features(), n, controls, x_T, steps=steps,
                                 guide=(z_ref, guidance), schedule=schedule, batch_size=batch_size,
                                 chunk_frames=round(chunk_seconds * FPS), context_frames=round(context_seconds * FPS),
                                 clip_x0=not inverted, size=size,
@@ -324,6 +330,25 @@ def steers_pose(talker: Talker, steer_pose: bool | None = None) -> bool:
     ``s2l.steer_pose``, and only where the steering was fitted."""
     wanted = talker.config.s2l.steer_pose if steer_pose is None else bool(steer_pose)
     return wanted and talker.s2l.steering_fitted
+
+
+def mouth_gain_of(talker: Talker, mouth_gain: float | None = None) -> float:
+    """The mouth gain rendering applies: ``mouth_gain``, else the bundle's ``s2l.mouth_gain``; 1 where the
+    mouth direction was not fitted (bundles from before it)."""
+    gain = talker.config.s2l.mouth_gain if mouth_gain is None else float(mouth_gain)
+    if not 0.0 <= gain <= MAX_MOUTH_GAIN:
+        raise DaetalkerError(f"--mouth-gain {gain:g}: must be in [0, {MAX_MOUTH_GAIN:g}] (1 = as predicted)")
+    return gain if talker.s2l.mouth_steering_fitted else 1.0
+
+
+@dataclass(frozen=True)
+class LatentControls:
+    """What speech2latent is given besides the speech (see :func:`predict_latents`)."""
+
+    pose: np.ndarray | None = None  # (n, 3) degrees replacing the predicted pose
+    pose_offset: np.ndarray | None = None  # (n, 3) degrees of motion added to the predicted pose
+    steer_pose: bool = False  # pin the pose fed in, in each latent
+    mouth_gain: float = 1.0  # scale of the mouth's movement in each latent
 
 
 def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, steps: int,
@@ -343,20 +368,20 @@ def _start_noise(talker: Talker, noise: str, per_frame_noise: bool, seed: int, s
 
 
 def _render_frames(
-    talker: Talker, mel: np.ndarray, n_frames: int, pose: tuple[np.ndarray | None, np.ndarray | None, bool],
-    x_T: torch.Tensor, *, steps: int, guide: tuple[torch.Tensor, float], schedule: NoiseSchedule, batch_size: int,
-    chunk_frames: int, context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
+    talker: Talker, mel: np.ndarray, n_frames: int, controls: LatentControls, x_T: torch.Tensor, *, steps: int,
+    guide: tuple[torch.Tensor, float], schedule: NoiseSchedule, batch_size: int, chunk_frames: int,
+    context_frames: int, clip_x0: bool, size: int, per_frame_seed: int | None,
 ) -> Iterator[tuple[np.ndarray, float]]:
     """Yield ``(uint8 frames (B, size, size, 3), seconds spent decoding them)`` in order, chunk by chunk.
 
-    ``pose``: (the pose that replaces the predicted one, the motion added to it, whether to steer the
-    latents to it), see :func:`predict_latents`;
+    ``controls``: what speech2latent is given besides the speech;
     ``guide``: (z_ref (1, D), scale) of reference guidance; ``per_frame_seed``: draw each frame's own x_T
     from this seed instead of sharing ``x_T`` (ablation).
     """
     dcfg = talker.dae_cfg
     noise_gen = None if per_frame_seed is None else torch.Generator(device="cpu").manual_seed(per_frame_seed)
-    chunks = predict_latents(talker.s2l, mel, n_frames, pose[0], pose_offset=pose[1], steer_pose=pose[2],
+    chunks = predict_latents(talker.s2l, mel, n_frames, controls.pose, pose_offset=controls.pose_offset,
+                             steer_pose=controls.steer_pose, mouth_gain=controls.mouth_gain,
                              chunk_frames=chunk_frames, context_frames=context_frames)  # fmt: skip
     for _, z_norm in chunks:
         z = z_norm * talker.latent_std + talker.latent_mean  # back to the DAE's latent space

@@ -18,6 +18,15 @@ Generation then moves each latent along A, ``z' = z + A (W A)^-1 (p - W z - b)``
 with ``G = A (W A)^-1`` stored: the probe reads exactly the requested pose
 from z', and the move stays in the 3-dimensional span of the data's own pose
 direction, so what the probe does not read (mouth, eyes) is left as it was.
+
+The same fit on the mouth opening (one attribute, standardised on the training
+frames) gives the **mouth gain**: a DAE trained on a CPU budget draws the mouth
+that z asks for at a fraction of its size (grid-s1 after 6000 steps: 12-30 % of
+the real mouth's movement, docs/real-speaker.md), so generation may scale the
+mouth reading r = w z + b (0 = the training mean) by a gain along the mouth's
+own direction, ``z' = z + (gain - 1) r g``, before the pose is pinned. Like the
+expression scale of other talking-head systems, it is a rendering choice: the
+speaker's settings carry it, and evaluate records it.
 """
 
 from __future__ import annotations
@@ -99,3 +108,9 @@ def steer(latent: torch.Tensor, pose_unit: torch.Tensor, w: torch.Tensor, b: tor
     """``latent`` (..., D) moved so the probe reads ``pose_unit`` (..., A): z + (p - W z - b) G^T."""
     err = pose_unit - (latent @ w.T + b)  # (..., A)
     return latent + err @ g.T
+
+
+def amplify(latent: torch.Tensor, w: torch.Tensor, b: torch.Tensor, g: torch.Tensor, gain: float) -> torch.Tensor:
+    """``latent`` (..., D) moved so the probe (w (D,), b ()) reads ``gain`` times what it read, along g (D,)."""
+    reading = latent @ w + b  # (...,) unit scale: 0 is the training frames' mean
+    return latent + ((gain - 1.0) * reading)[..., None] * g

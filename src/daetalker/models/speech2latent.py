@@ -15,8 +15,9 @@ standardise the input; pose mean/std map degrees to the unit scale the
 predictor and projector work in; pose_residual_std/rho describe the head motion
 the predictor leaves out (:mod:`daetalker.models.pose_residual`, fitted after
 training; zero in checkpoints from before it); pose_probe_w/b and pose_steer pin
-a given pose in the latent at inference (:mod:`daetalker.models.pose_steering`,
-fitted after training; zero: off). ``pose`` in and out are in degrees.
+a given pose in the latent at inference, and mouth_probe_w/b and mouth_steer
+scale the mouth's movement by a gain (:mod:`daetalker.models.pose_steering`,
+both fitted after training; zero: off). ``pose`` in and out are in degrees.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 from daetalker.config.s2l import S2LConfig
 from daetalker.models.conformer import Conformer, lengths_to_mask
 from daetalker.models.pose_residual import sample_ar1
-from daetalker.models.pose_steering import steer
+from daetalker.models.pose_steering import amplify, steer
 
 POSE_DIM = 3  # yaw, pitch, roll
 
@@ -95,6 +96,9 @@ class Speech2Latent(nn.Module):
         self.register_buffer("pose_probe_w", torch.zeros(POSE_DIM, latent_dim))  # zeros: steering not fitted
         self.register_buffer("pose_probe_b", torch.zeros(POSE_DIM))
         self.register_buffer("pose_steer", torch.zeros(latent_dim, POSE_DIM))
+        self.register_buffer("mouth_probe_w", torch.zeros(latent_dim))  # zeros: mouth gain not fitted
+        self.register_buffer("mouth_probe_b", torch.zeros(()))
+        self.register_buffer("mouth_steer", torch.zeros(latent_dim))
 
         # Local context at the feature rate, then a conv with kernel = stride = k: one vector per
         # video frame, built only from that frame's k feature frames.
@@ -182,11 +186,22 @@ class Speech2Latent(nn.Module):
     def steering_fitted(self) -> bool:
         return bool(self.pose_steer.abs().sum() > 0)
 
+    @torch.no_grad()
+    def set_mouth_steering(self, w: torch.Tensor, b: torch.Tensor, g: torch.Tensor) -> None:
+        """Store the fitted mouth probe (w (D,), b ()) and its direction g (D,), standardised mouth opening."""
+        for buf, value in ((self.mouth_probe_w, w), (self.mouth_probe_b, b), (self.mouth_steer, g)):
+            buf.copy_(torch.as_tensor(value, dtype=buf.dtype).reshape(buf.shape))
+
+    @property
+    def mouth_steering_fitted(self) -> bool:
+        return bool(self.mouth_steer.abs().sum() > 0)
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
         # Checkpoints from before the residual or the steering was fitted lack their buffers: "not fitted".
         for name, shape in (("pose_residual_std", (POSE_DIM,)), ("pose_residual_rho", (POSE_DIM,)),
                             ("pose_probe_w", (POSE_DIM, self.latent_dim)), ("pose_probe_b", (POSE_DIM,)),
-                            ("pose_steer", (self.latent_dim, POSE_DIM))):
+                            ("pose_steer", (self.latent_dim, POSE_DIM)), ("mouth_probe_w", (self.latent_dim,)),
+                            ("mouth_probe_b", ()), ("mouth_steer", (self.latent_dim,))):
             state_dict.setdefault(prefix + name, torch.zeros(shape))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
@@ -213,6 +228,7 @@ class Speech2Latent(nn.Module):
         pose: torch.Tensor | None = None,
         pose_offset: torch.Tensor | None = None,
         steer_pose: bool = False,
+        mouth_gain: float = 1.0,
     ) -> S2LOutput:
         """features (B, k*T, F); mask (B, T) bool or lengths (B,) in video frames; pose (B, T, 3) degrees.
 
@@ -220,7 +236,8 @@ class Speech2Latent(nn.Module):
         (B, T, 3) degrees if given (a draw of :meth:`sample_pose_residual`). Non-finite pose
         labels (frames without a face) are replaced by the prediction. The prediction is detached
         where it is fed back, so only the pose loss trains the predictor. ``steer_pose`` (inference)
-        moves each latent so it carries the pose fed in (:mod:`daetalker.models.pose_steering`).
+        moves each latent so it carries the pose fed in, after ``mouth_gain`` (inference) scaled the
+        mouth's movement in it (:mod:`daetalker.models.pose_steering`; either is off where not fitted).
         """
         b, n, f = features.shape
         assert f == self.feature_dim, f"expected {self.feature_dim} feature bins, got {f}"
@@ -248,6 +265,8 @@ class Speech2Latent(nn.Module):
         h = h + self.pose_projector(pose_unit.masked_fill(~keep, 0.0))
         h = self.decoder(h, mask)
         latent = self.head(h)  # (B, T, latent_dim)
+        if mouth_gain != 1.0 and self.mouth_steering_fitted:  # first: the pose is pinned after it
+            latent = amplify(latent.float(), self.mouth_probe_w, self.mouth_probe_b, self.mouth_steer, mouth_gain)
         if steer_pose and self.steering_fitted:
             latent = steer(latent.float(), pose_unit.float(), self.pose_probe_w, self.pose_probe_b, self.pose_steer)
         latent = latent.masked_fill(~keep, 0.0)

@@ -3,7 +3,7 @@
 Per clip (``daetalker preprocess`` + ``extract-latents`` layout):
 ``DATA/clips/<id>/mel.npy`` float32 (k N, F) (rows k i .. k i + k - 1 = frame i; or, for
 other features, ``FEATURES/<id>.npy`` of the same layout, see ``train.feature_cache``),
-``DATA/clips/<id>/labels.parquet`` (yaw, pitch, roll, face_found per frame) and
+``DATA/clips/<id>/labels.parquet`` (yaw, pitch, roll, mouth_open, face_found per frame) and
 ``LATENTS/latents/<id>.npy`` float32 (N, D). Arrays are memory-mapped.
 
 A training item is a window of ``W`` frames at a random start: sample ``i`` of
@@ -42,25 +42,28 @@ class Clip:
     latent: np.ndarray  # (n, D) memory-mapped, raw (not normalised)
     pose: np.ndarray  # (n, 3) degrees; NaN where no face was found (left out of the pose loss)
     n: int
+    mouth: np.ndarray | None = None  # (n,) mouth opening; NaN where no face (fits the mouth gain only)
 
 
-def read_pose(labels: Path, n: int) -> np.ndarray:
-    """(n, 3) yaw/pitch/roll in degrees from labels.parquet; NaN where ``face_found`` is false."""
+def read_labels(labels: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) yaw/pitch/roll in degrees and (n,) mouth opening from labels.parquet; NaN where
+    ``face_found`` is false (and the mouth NaN throughout in labels without it)."""
     import pandas as pd
 
     if not labels.is_file():
         log.warning("%s: missing; this clip trains without a pose target", labels)
-        return np.full((n, 3), np.nan, np.float32)
+        return np.full((n, 3), np.nan, np.float32), np.full(n, np.nan, np.float32)
     df = pd.read_parquet(labels)
     missing = [c for c in POSE_COLUMNS if c not in df.columns]
     if missing:
         raise DaetalkerError(f"{labels}: lacks column(s) {missing}; re-run `daetalker preprocess`")
-    pose = np.array(df[list(POSE_COLUMNS)].to_numpy(np.float32)[:n])
+    columns = [*POSE_COLUMNS, "mouth_open"] if "mouth_open" in df.columns else list(POSE_COLUMNS)
+    values = np.array(df[columns].to_numpy(np.float32)[:n])
     if "face_found" in df.columns:
-        pose[~df["face_found"].to_numpy(bool)[:n]] = np.nan
-    if len(pose) < n:
-        pose = np.concatenate([pose, np.full((n - len(pose), 3), np.nan, np.float32)])
-    return pose
+        values[~df["face_found"].to_numpy(bool)[:n]] = np.nan
+    if len(values) < n:
+        values = np.concatenate([values, np.full((n - len(values), len(columns)), np.nan, np.float32)])
+    return values[:, :3], values[:, 3] if len(columns) > 3 else np.full(n, np.nan, np.float32)
 
 
 def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: int,
@@ -82,7 +85,8 @@ def load_clips(data_dir: Path, latents_dir: Path, splits: tuple[str, ...], k: in
                 f"{row.n_frames} frames (fix: re-run `daetalker preprocess` / `daetalker extract-latents` on the "
                 "same dataset)"
             )
-        clips.append(Clip(cid, mel, latent, read_pose(data_dir / "clips" / cid / "labels.parquet", n), n))
+        pose, mouth = read_labels(data_dir / "clips" / cid / "labels.parquet", n)
+        clips.append(Clip(cid, mel, latent, pose, n, mouth))
     if not clips:
         raise empty_split_error(data_dir / "manifest.parquet", list(splits), [str(s) for s in manifest["split"]])
     return clips
@@ -124,7 +128,7 @@ class S2LWindows(Dataset):
         return len(self.clips)
 
     def window(self, clip: Clip, start: int, length: int) -> dict[str, torch.Tensor]:
-        """Frames [start, start+length) of ``clip``, zero-padded (pose: NaN) to W frames."""
+        """Frames [start, start+length) of ``clip``, zero-padded (pose, mouth: NaN) to W frames."""
         w, k = self.w, self.k
         feat = np.zeros((k * w, self.feature_dim), np.float32)
         lat = np.zeros((w, self.latent_dim), np.float32)
@@ -132,8 +136,11 @@ class S2LWindows(Dataset):
         feat[: k * length] = clip.mel[k * start : k * (start + length)]
         lat[:length] = (clip.latent[start : start + length] - self.latent_mean) / self.latent_std
         pose[:length] = clip.pose[start : start + length]
-        return {"features": torch.from_numpy(feat), "latent": torch.from_numpy(lat),
-                "pose": torch.from_numpy(pose), "length": torch.tensor(length)}  # fmt: skip
+        mouth = np.full(w, np.nan, np.float32)
+        if clip.mouth is not None:
+            mouth[:length] = clip.mouth[start : start + length]
+        return {"features": torch.from_numpy(feat), "latent": torch.from_numpy(lat), "pose": torch.from_numpy(pose),
+                "mouth": torch.from_numpy(mouth), "length": torch.tensor(length)}  # fmt: skip
 
     def __getitem__(self, item: tuple[int, int]) -> dict[str, torch.Tensor]:
         sample_no, idx = item

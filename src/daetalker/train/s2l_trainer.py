@@ -12,8 +12,8 @@ step (the data position: windows are a pure function of the sample number, see
 ``s2l_dataset``), so ``resume`` continues bit-exactly. Before the final
 checkpoint, the head motion the pose predictor leaves out is fitted on the
 training and validation clips (:mod:`daetalker.models.pose_residual`), and the
-pose probe and steering matrix on the training clips' real latents
-(:mod:`daetalker.models.pose_steering`).
+pose probe and steering matrix, and the mouth probe and direction of the mouth
+gain, on the training clips' real latents (:mod:`daetalker.models.pose_steering`).
 
 Output folder: ``checkpoints/`` (step_*.pt, latest.pt), ``config.yaml``,
 ``metrics.jsonl``, ``result.json``.
@@ -122,10 +122,28 @@ def _pose_latent_moments(model: Speech2Latent, clips: S2LWindows) -> PoseLatentM
     return moments
 
 
+def _mouth_latent_moments(model: Speech2Latent, clips: S2LWindows, mean: float, std: float) -> PoseLatentMoments:
+    moments = PoseLatentMoments(model.latent_dim, 1)
+    for item in clips.tiles():
+        n = int(item["length"])
+        mouth = item["mouth"][:n]  # (n,) NaN without a face
+        valid = torch.isfinite(mouth)
+        moments.add(item["latent"][:n][valid], ((mouth[valid].double() - mean) / std)[:, None])
+    return moments
+
+
+def _mouth_stats(clips: S2LWindows) -> tuple[float, float]:
+    """Mean and std of the training frames' mouth opening (nan, nan without labels)."""
+    values = torch.cat([item["mouth"][: int(item["length"])] for item in clips.tiles()]).double()
+    values = values[torch.isfinite(values)]
+    return (float(values.mean()), float(values.std())) if len(values) > 1 else (float("nan"), float("nan"))
+
+
 @torch.no_grad()
 def fit_pose_steering(model: Speech2Latent, train: S2LWindows, val: S2LWindows | None) -> dict[str, float]:
-    """Fit and store the pose probe and steering matrix on the training clips' real latents and poses;
-    report the probe's R^2 per axis there and on the validation clips (how well z says the pose)."""
+    """Fit and store the pose probe and steering matrix, and the mouth probe and direction, on the
+    training clips' real latents and labels; report the probes' R^2 there and on the validation clips
+    (how well z says the pose and the mouth)."""
     moments = _pose_latent_moments(model, train)
     w, b, g = moments.fit()
     model.set_pose_steering(w, b, g)
@@ -134,6 +152,15 @@ def fit_pose_steering(model: Speech2Latent, train: S2LWindows, val: S2LWindows |
         if m is not None and m.n:
             out |= {f"pose_probe_r2_{split}_{axis}": float(r)
                     for axis, r, on in zip(("yaw", "pitch", "roll"), probe_r2(m, w, b), moments.active()) if on}
+    mean, std = _mouth_stats(train)
+    if not std > 0:  # no mouth labels, or a mouth that never moves: no gain to apply
+        return out
+    mouth = _mouth_latent_moments(model, train, mean, std)
+    w, b, g = mouth.fit()  # (1, D), (1,), (D, 1); all zeros with too few frames
+    model.set_mouth_steering(w[0], b[0], g[:, 0])
+    for split, m in (("train", mouth), ("val", None if val is None else _mouth_latent_moments(model, val, mean, std))):
+        if m is not None and m.n and model.mouth_steering_fitted:
+            out[f"mouth_probe_r2_{split}"] = float(probe_r2(m, w, b)[0])
     return out
 
 
