@@ -142,29 +142,43 @@ def test_reference_guidance_keeps_the_reference_frame_and_scales_a_departure_fro
         generate_video(bundle, tmp_path / "a.wav", tmp_path / "x.mp4", guidance=11.0, progress=False)
 
 
-def test_pose_steering_follows_the_bundles_default_and_the_option(talker, tmp_path: Path) -> None:
-    """render_video steers the latents to the pose it is given when s2l.steer_pose (default on) and a fitted
-    steering say so; --no-steer-pose and bundles from before steering was fitted leave them as made."""
+def _renderer(tmp_path: Path, **fixed):
+    """render(talker, name, **options) -> the raw frames of a 0.4 s clip rendered with 2 DDIM steps."""
+    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
+
+    def render(talker, name: str, **kw) -> bytes:
+        path = render_video(talker, tmp_path / "a.wav", tmp_path / name, steps=2, progress=False, **fixed, **kw).path
+        return subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-"],
+                              capture_output=True, check=True).stdout  # fmt: skip
+
+    return render
+
+
+def _fitted_copy(talker, attributes: int):
+    """A copy of ``talker`` (own s2l and config) and the (W, b, G) of latents that carry ``attributes`` linearly."""
     import copy
 
     from daetalker.models.pose_steering import PoseLatentMoments
 
-    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
-    raw = lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-"],  # noqa: E731
-                                   capture_output=True, check=True).stdout  # fmt: skip
-    render = lambda t, name, **kw: raw(render_video(t, tmp_path / "a.wav", tmp_path / name, steps=2,  # noqa: E731
-                                                    pose="constant:10,0,0", progress=False, **kw).path)
+    fitted = copy.copy(talker)
+    fitted.s2l, fitted.config = copy.deepcopy(talker.s2l), copy.deepcopy(talker.config)
+    d = fitted.s2l.latent_dim
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randn(2000, attributes, generator=gen)
+    moments = PoseLatentMoments(d, attributes)
+    moments.add(torch.randn(2000, d, generator=gen) + labels @ torch.randn(attributes, d, generator=gen), labels)
+    return fitted, moments.fit()
+
+
+def test_pose_steering_follows_the_bundles_default_and_the_option(talker, tmp_path: Path) -> None:
+    """render_video steers the latents to the pose it is given when s2l.steer_pose (default on) and a fitted
+    steering say so; --no-steer-pose and bundles from before steering was fitted leave them as made."""
+    render = _renderer(tmp_path, pose="constant:10,0,0")
     assert talker.config.s2l.steer_pose and not talker.s2l.steering_fitted
     assert render(talker, "u1.mp4", steer_pose=True) == render(talker, "u0.mp4", steer_pose=False)
 
-    fitted = copy.copy(talker)
-    fitted.s2l = copy.deepcopy(talker.s2l)
-    d = fitted.s2l.latent_dim
-    gen = torch.Generator().manual_seed(0)
-    pose = torch.randn(2000, 3, generator=gen)
-    moments = PoseLatentMoments(d, 3)
-    moments.add(torch.randn(2000, d, generator=gen) + pose @ torch.randn(3, d, generator=gen), pose)
-    fitted.s2l.set_pose_steering(*moments.fit())
+    fitted, (w, b, g) = _fitted_copy(talker, 3)
+    fitted.s2l.set_pose_steering(w, b, g)
     steered = render(fitted, "f.mp4")
     assert steered == render(fitted, "f1.mp4", steer_pose=True) != render(fitted, "f0.mp4", steer_pose=False)
     assert render(fitted, "f0b.mp4", steer_pose=False) == render(talker, "u2.mp4")
@@ -173,33 +187,18 @@ def test_pose_steering_follows_the_bundles_default_and_the_option(talker, tmp_pa
 def test_mouth_gain_follows_the_bundles_setting_and_the_option(talker, tmp_path: Path) -> None:
     """render_video scales the mouth's movement in the latents by s2l.mouth_gain (default 1) or --mouth-gain
     where the mouth direction was fitted; bundles from before it render as made, and a bad gain is refused."""
-    import copy
-
     from daetalker.generate.video import mouth_gain_of
-    from daetalker.models.pose_steering import PoseLatentMoments
 
-    sf.write(tmp_path / "a.wav", speech_like(0.4), SR)
-    raw = lambda p: subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "rawvideo", "-"],  # noqa: E731
-                                   capture_output=True, check=True).stdout  # fmt: skip
-    render = lambda t, name, **kw: raw(render_video(t, tmp_path / "a.wav", tmp_path / name, steps=2,  # noqa: E731
-                                                    progress=False, **kw).path)
+    render = _renderer(tmp_path)
     assert talker.config.s2l.mouth_gain == 1.0 and not talker.s2l.mouth_steering_fitted
     plain = render(talker, "u.mp4")
     assert render(talker, "u3.mp4", mouth_gain=3.0) == plain and mouth_gain_of(talker, 3.0) == 1.0
 
-    fitted = copy.copy(talker)
-    fitted.s2l = copy.deepcopy(talker.s2l)
-    d = fitted.s2l.latent_dim
-    gen = torch.Generator().manual_seed(0)
-    mouth = torch.randn(2000, 1, generator=gen)
-    moments = PoseLatentMoments(d, 1)
-    moments.add(torch.randn(2000, d, generator=gen) + mouth @ torch.randn(1, d, generator=gen), mouth)
-    w, b, g = moments.fit()
+    fitted, (w, b, g) = _fitted_copy(talker, 1)
     fitted.s2l.set_mouth_steering(w[0], b[0], g[:, 0])
     assert render(fitted, "f.mp4") == plain  # the default gain, 1, leaves the latents as made
     louder = render(fitted, "f3.mp4", mouth_gain=3.0)
     assert louder != plain
-    fitted.config = copy.deepcopy(talker.config)
     fitted.config.s2l.mouth_gain = 3.0  # a speaker's setting, carried in the bundle's config
     assert render(fitted, "c3.mp4") == louder and render(fitted, "c1.mp4", mouth_gain=1.0) == plain
     with pytest.raises(DaetalkerError, match="--mouth-gain"):
