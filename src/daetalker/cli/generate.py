@@ -49,8 +49,8 @@ def generate_cmd(
 
     with local_bundle(model) as bundle:  # models:/ URIs: fetched from the project's registry, verified
         r = generate_video(bundle, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
-                           mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
-                           video_size=size, crf=crf, device=device)  # fmt: skip
+                           mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size,
+                           chunk_seconds=chunk_seconds, video_size=size, crf=crf, device=device)  # fmt: skip
     typer.echo(json.dumps({"path": str(r.path), "n_frames": r.n_frames, "seconds": round(r.seconds, 3),
                            "fps_decode": round(r.fps_decode, 2)}))  # fmt: skip
 

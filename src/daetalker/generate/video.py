@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from daetalker.config.s2l import MAX_MOUTH_GAIN
 from daetalker.data.ingest import FFMPEG
 from daetalker.diffusion import NoiseSchedule, ddim_invert, ddim_sample, linear_schedule, reference_guided
 from daetalker.diffusion.ddim import EpsModel
@@ -57,7 +58,6 @@ from daetalker.generate.pose import resolve_pose, sampled_motion
 from daetalker.models import DiffusionAutoencoder
 from daetalker.models.device import autocast
 from daetalker.models.images import to_model_range, to_uint8
-from daetalker.config.s2l import MAX_MOUTH_GAIN
 from daetalker.models.speech2latent import Speech2Latent
 from daetalker.timebase import FPS
 
@@ -255,9 +255,10 @@ def generate_video(
                    context_seconds=context_seconds, video_size=video_size, crf=crf)  # fmt: skip
     talker = load_bundle(model, device, str(model))
     result = render_video(talker, audio, out, pose=pose, steps=steps, guidance=guidance, steer_pose=steer_pose,
-                          mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size, chunk_seconds=chunk_seconds,
-                          context_seconds=context_seconds, per_frame_noise=per_frame_noise, video_size=video_size,
-                          crf=crf, progress=progress)  # fmt: skip
+                          mouth_gain=mouth_gain, seed=seed, noise=noise, batch_size=batch_size,
+                          chunk_seconds=chunk_seconds, context_seconds=context_seconds,
+                          per_frame_noise=per_frame_noise, video_size=video_size, crf=crf,
+                          progress=progress)  # fmt: skip
     return replace(result, seconds=time.perf_counter() - t0)
 
 

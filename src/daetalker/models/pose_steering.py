@@ -21,7 +21,7 @@ direction, so what the probe does not read (mouth, eyes) is left as it was.
 
 The same fit on the mouth opening (one attribute, standardised on the training
 frames) gives the **mouth gain**: a DAE trained on a CPU budget draws the mouth
-that z asks for at a fraction of its size (grid-s1 after 6000 steps: 12-30 % of
+that z asks for at a fraction of its size (grid-s1 after 6000 steps: 11-30 % of
 the real mouth's movement, docs/real-speaker.md), so generation may scale the
 mouth reading r = w z + b (0 = the training mean) by a gain along the mouth's
 own direction, ``z' = z + (gain - 1) r g``, before the pose is pinned. Like the
