@@ -167,6 +167,23 @@ def test_windows_are_deterministic_and_short_clips_masked(dataset) -> None:
     assert torch.allclose(l0["latent_mse"], l2["latent_mse"], atol=1e-5)
 
 
+def test_labels_without_a_mouth_fit_no_mouth_gain(tmp_path: Path) -> None:
+    """Datasets labelled before mouth_open was written: the pose steering is fitted, the mouth direction
+    is not (its buffers stay zero, so any mouth gain renders the latents as made), and nothing fails."""
+    from daetalker.train.s2l_trainer import fit_pose_steering
+
+    data, lat = write_s2l_dataset(tmp_path)
+    for labels in (data / "clips").glob("*/labels.parquet"):
+        pd.read_parquet(labels).drop(columns="mouth_open").to_parquet(labels)
+    train = S2LWindows(data, lat, splits=("train",), window_frames=20, k=4)
+    assert torch.isnan(train[(0, 0)]["mouth"]).all()
+    torch.manual_seed(0)
+    model = build_s2l(_cfg().s2l, {"feature_dim": 80, "frames_per_video_frame": 4, "latent_dim": LATENT_DIM})
+    fitted = fit_pose_steering(model, train, None)
+    assert "pose_probe_r2_train_yaw" in fitted and not any(k.startswith("mouth") for k in fitted)
+    assert model.steering_fitted and not model.mouth_steering_fitted
+
+
 def iter_take(it, n):
     out = []
     for x in it:
