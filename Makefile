@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.setup-stamp
 DEMO_DIR ?= demo-out
 PYTEST_ARGS ?=
+# pytest-xdist workers for make test (0: one process). Whole files go to a worker, so module fixtures
+# (a preprocessed speaker) are built once; two fill the CI machine's two cores.
+TEST_WORKERS ?= 2
 
 export GX_ANALYTICS_ENABLED := false
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION := false
@@ -58,7 +61,7 @@ demo-containers: setup image
 	$(BIN)/daetalker registry history synthetic
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # speed benchmarks; the *_acceptance.py scripts need a trained model or dataset (see their --help)
 BENCHES := synth preprocess train_dae generate evaluate
