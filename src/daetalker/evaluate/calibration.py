@@ -78,14 +78,20 @@ def _windows(clip: HeldOutClip, shift: int) -> int:
     return n
 
 
-def calibrate(model: SyncNetLike, clips: list[HeldOutClip], shift: int = SHIFT) -> list[CalibrationRow]:
-    """LSE of every clip with its own, shifted and another clip's audio (the next clip, cyclically)."""
+def calibrate(model: SyncNetLike, clips: list[HeldOutClip], shift: int = SHIFT,
+              other_step: int = 1) -> list[CalibrationRow]:
+    """LSE of every clip with its own, shifted and another clip's audio: the clip ``other_step`` places on,
+    cyclically (the next one by default). A corpus of templated sentences sorts near-duplicates next to
+    each other (GRID's "bin blue by s five soon" beside "bin blue by z nine soon"): there a step of half
+    the clips pairs each video with a sentence of other words."""
     if len(clips) < 2:
         raise DaetalkerError("calibration needs >= 2 held-out clips (one's audio is the other's mismatch)")
+    if not 1 <= other_step < len(clips):
+        raise ValueError(f"other_step must be in [1, {len(clips) - 1}] for {len(clips)} clips, got {other_step}")
     rows = []
     for n, clip in enumerate(clips):
         lip = lip_embeddings(model, clip.frames, _windows(clip, shift))  # once per video, reused for every track
-        other = clips[(n + 1) % len(clips)]
+        other = clips[(n + other_step) % len(clips)]
         tracks = {"own": clip.audio, f"shift+{shift}": shift_audio(clip.audio, shift),
                   f"shift-{shift}": shift_audio(clip.audio, -shift), "other": fit_length(other.audio, len(clip.audio))}
         rows.append(CalibrationRow(clip.clip_id, other.clip_id, {k: lse(lip, a, model) for k, a in tracks.items()}))
