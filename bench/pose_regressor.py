@@ -34,11 +34,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from daetalker.data import dataset as ds
-from daetalker.evaluate.evaluate import decode_video
+from daetalker.evaluate.evaluate import HELD_OUT_SPLITS, decode_video
+from daetalker.evaluate.pose_metrics import AXES
 from daetalker.train.frames_dataset import read_manifest
-
-AXES = ("yaw", "pitch", "roll")
-HELD_OUT = ("val", "test")
 
 
 class PoseNet(nn.Module):
@@ -163,17 +161,18 @@ def main() -> None:
     t0 = time.perf_counter()
     net, mean, std = train(frames, truth, args.steps, args.batch, args.seed)
     train_s = time.perf_counter() - t0
-    held_ids, h_frames, h_truth, h_pnp, h_mouth = load_split(args.data, HELD_OUT)
+    held_ids, h_frames, h_truth, h_pnp, h_mouth = load_split(args.data, HELD_OUT_SPLITS)
     learned = error_figures(predict(net, h_frames, mean, std), h_truth, h_mouth)
     pnp = error_figures(h_pnp, h_truth, h_mouth)
+
+    def std_of(video: Path) -> float:  # mean over the axes of the learned pose's std, at the crop size
+        return float(predict(net, decode_video(video, h_frames.shape[1]), mean, std).std(0).mean())
 
     rows = []
     for cid in held_ids:
         pred_mp4, const_mp4 = args.videos / f"{cid}-predicted.mp4", args.videos / f"{cid}-constant.mp4"
         if not (pred_mp4.is_file() and const_mp4.is_file()):
             continue
-        size = h_frames.shape[1]
-        std_of = lambda p: float(predict(net, decode_video(p, size), mean, std).std(0).mean())  # noqa: E731
         rows.append({"clip": cid, "pose_std_predicted": std_of(pred_mp4), "pose_std_constant": std_of(const_mp4)})
     for r in rows:
         print(json.dumps(r))
